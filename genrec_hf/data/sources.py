@@ -1,0 +1,372 @@
+"""Readers for interaction sources. Each returns raw interactions in file order plus an optional
+item table; sorting, filtering and splitting happen in `sequences.py`, the same for every source."""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import importlib.util
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class DataFormatError(ValueError):
+    """A source file that cannot be parsed; the message names the file and line."""
+
+
+@dataclass
+class RawInteractions:
+    users: list[str]
+    items: list[str]
+    timestamps: list[float]  # ties and missing times keep file order (stable sort)
+    item_table: dict[str, dict] | None = None  # original item id -> attribute fields
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+def _require_file(path: str | os.PathLike, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} is not a file: {path}")
+    return path
+
+
+def _open_text(path: Path, encoding: str = "utf-8"):
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding=encoding)
+    return open(path, encoding=encoding)
+
+
+def _number(text: str, path: Path, lineno: int, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise DataFormatError(f"{path}, line {lineno}: {what} {text!r} is not a number") from None
+
+
+# -- MovieLens-100k (RecBole atomic files) ---------------------------------------------------
+
+def recbole_ml100k_dir() -> Path:
+    """The ml-100k folder inside the installed `recbole` package, found without importing it."""
+    spec = importlib.util.find_spec("recbole")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "MovieLens-100k is read from the files inside the `recbole` package, which is not "
+            "installed. Install it without its dependencies: pip install --no-deps recbole "
+            "(or pass the path of a folder with ml-100k.inter and ml-100k.item)."
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "dataset_example" / "ml-100k"
+    if not path.is_dir():
+        raise FileNotFoundError(f"the installed recbole package has no ml-100k folder at {path}")
+    return path
+
+
+def _atomic_header(line: str, path: Path) -> list[str]:
+    names = []
+    for col in line.rstrip("\n").split("\t"):
+        if ":" not in col:
+            raise DataFormatError(
+                f"{path}, line 1: header column {col!r} is not of the form name:type (RecBole atomic file)"
+            )
+        names.append(col.split(":", 1)[0])
+    return names
+
+
+def read_recbole_atomic(directory: str | os.PathLike, name: str | None = None) -> RawInteractions:
+    """RecBole atomic files `<name>.inter` (user_id, item_id, timestamp) and optional `<name>.item`."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {directory}")
+    name = name or directory.name
+    inter_path = _require_file(directory / f"{name}.inter", "interaction file")
+    users, items, times = [], [], []
+    with open(inter_path, encoding="utf-8") as f:
+        header = _atomic_header(f.readline(), inter_path)
+        for col in ("user_id", "item_id"):
+            if col not in header:
+                raise DataFormatError(f"{inter_path}, line 1: no {col} column (columns: {header})")
+        u_col, i_col = header.index("user_id"), header.index("item_id")
+        t_col = header.index("timestamp") if "timestamp" in header else None
+        for lineno, line in enumerate(f, start=2):
+            if not line.strip():
+                continue
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != len(header):
+                raise DataFormatError(
+                    f"{inter_path}, line {lineno}: expected {len(header)} tab-separated fields, got {len(parts)}"
+                )
+            users.append(parts[u_col])
+            items.append(parts[i_col])
+            times.append(_number(parts[t_col], inter_path, lineno, "timestamp") if t_col is not None else 0.0)
+    item_table = None
+    item_path = directory / f"{name}.item"
+    if item_path.is_file():
+        item_table = {}
+        with open(item_path, encoding="utf-8") as f:
+            header = _atomic_header(f.readline(), item_path)
+            rename = {"movie_title": "title", "release_year": "year", "class": "genres"}
+            for lineno, line in enumerate(f, start=2):
+                if not line.strip():
+                    continue
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) != len(header):
+                    raise DataFormatError(
+                        f"{item_path}, line {lineno}: expected {len(header)} tab-separated fields, got {len(parts)}"
+                    )
+                row = dict(zip(header, parts))
+                item_id = row.pop("item_id")
+                fields = {rename.get(k, k): v for k, v in row.items()}
+                if isinstance(fields.get("genres"), str):
+                    fields["genres"] = fields["genres"].split()
+                item_table[item_id] = fields
+    return RawInteractions(users, items, times, item_table, source=str(inter_path))
+
+
+# -- MovieLens-1M ----------------------------------------------------------------------------
+
+_YEAR_IN_TITLE = re.compile(r"^(.*)\s\((\d{4})\)\s*$")
+
+
+def read_ml1m(directory: str | os.PathLike) -> RawInteractions:
+    """`ratings.dat` (UserID::MovieID::Rating::Timestamp) and `movies.dat` (MovieID::Title::Genres)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"MovieLens-1M folder not found: {directory}")
+    ratings = _require_file(directory / "ratings.dat", "MovieLens-1M ratings file")
+    users, items, times = [], [], []
+    with open(ratings, encoding="latin-1") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            parts = line.rstrip("\n").split("::")
+            if len(parts) != 4:
+                raise DataFormatError(
+                    f"{ratings}, line {lineno}: expected UserID::MovieID::Rating::Timestamp, got {line.strip()!r}"
+                )
+            users.append(parts[0])
+            items.append(parts[1])
+            times.append(_number(parts[3], ratings, lineno, "timestamp"))
+    item_table = None
+    movies = directory / "movies.dat"
+    if movies.is_file():
+        item_table = {}
+        with open(movies, encoding="latin-1") as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                parts = line.rstrip("\n").split("::")
+                if len(parts) != 3:
+                    raise DataFormatError(
+                        f"{movies}, line {lineno}: expected MovieID::Title::Genres, got {line.strip()!r}"
+                    )
+                title, year = parts[1], None
+                m = _YEAR_IN_TITLE.match(title)
+                if m:
+                    title, year = m.group(1), m.group(2)
+                item_table[parts[0]] = {"title": title, "year": year, "genres": parts[2].split("|")}
+    return RawInteractions(users, items, times, item_table, source=str(ratings))
+
+
+# -- P5 / S3-Rec text format -------------------------------------------------------------------
+
+def read_p5(path: str | os.PathLike, item_file: str | os.PathLike | None = None) -> RawInteractions:
+    """One line per user, `user item item ...` oldest first (P5 `sequential_data.txt`, S3-Rec)."""
+    path = _require_file(path, "sequence file")
+    users, items, times = [], [], []
+    seen_users = set()
+    with _open_text(path) as f:
+        for lineno, line in enumerate(f, start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) < 2:
+                raise DataFormatError(f"{path}, line {lineno}: user {parts[0]!r} has no items")
+            if parts[0] in seen_users:
+                raise DataFormatError(f"{path}, line {lineno}: user {parts[0]!r} appears on two lines")
+            seen_users.add(parts[0])
+            for pos, item in enumerate(parts[1:]):
+                users.append(parts[0])
+                items.append(item)
+                times.append(float(pos))  # the line order is the time order
+    table = read_item_table(item_file) if item_file is not None else None
+    return RawInteractions(users, items, times, table, source=str(path))
+
+
+# -- Amazon reviews (2014 / 2018 / 2023 field names) ------------------------------------------
+
+_AMAZON_USER = ("reviewerID", "user_id")
+_AMAZON_ITEM = ("asin", "parent_asin")
+_AMAZON_TIME = ("unixReviewTime", "timestamp")
+
+
+def _json_records(path: Path):
+    """Yield (lineno, record) from JSON lines (2018/2023), Python-literal lines (2014 metadata)
+    or a single JSON array."""
+    with _open_text(path) as f:
+        first = f.read(1)
+        while first and first.isspace():
+            first = f.read(1)
+        if first == "[":
+            try:
+                records = json.loads(first + f.read())
+            except json.JSONDecodeError as err:
+                raise DataFormatError(f"{path}: invalid JSON array: {err}") from None
+            for i, rec in enumerate(records, start=1):
+                yield i, rec
+            return
+    with _open_text(path) as f:
+        for lineno, line in enumerate(f, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                try:
+                    rec = ast.literal_eval(line)  # 2014 metadata is Python dict syntax
+                except (ValueError, SyntaxError):
+                    raise DataFormatError(f"{path}, line {lineno}: not a JSON object: {line[:80]!r}") from None
+            if not isinstance(rec, dict):
+                raise DataFormatError(f"{path}, line {lineno}: expected a JSON object, got {type(rec).__name__}")
+            yield lineno, rec
+
+
+def _pick(rec: dict, names: tuple[str, ...]):
+    for name in names:
+        if name in rec and rec[name] not in (None, ""):
+            return rec[name]
+    return None
+
+
+def read_amazon(reviews: str | os.PathLike, meta: str | os.PathLike | None = None) -> RawInteractions:
+    """Amazon reviews JSON/JSONL(.gz) and optional metadata (2014, 2018 and 2023 field names)."""
+    reviews = _require_file(reviews, "Amazon reviews file")
+    users, items, times = [], [], []
+    for lineno, rec in _json_records(reviews):
+        user, item, ts = _pick(rec, _AMAZON_USER), _pick(rec, _AMAZON_ITEM), _pick(rec, _AMAZON_TIME)
+        missing = [n for n, v in (("user", user), ("item", item), ("time", ts)) if v is None]
+        if missing:
+            raise DataFormatError(
+                f"{reviews}, line {lineno}: review without {', '.join(missing)} "
+                f"(looked for {_AMAZON_USER}, {_AMAZON_ITEM}, {_AMAZON_TIME})"
+            )
+        users.append(str(user))
+        items.append(str(item))
+        times.append(_number(str(ts), reviews, lineno, "review time"))
+    table = None
+    if meta is not None:
+        meta = _require_file(meta, "Amazon metadata file")
+        table = {}
+        for lineno, rec in _json_records(meta):
+            item = _pick(rec, _AMAZON_ITEM)
+            if item is None:
+                raise DataFormatError(f"{meta}, line {lineno}: metadata record without asin/parent_asin")
+            fields = {}
+            title = rec.get("title")
+            if title:
+                fields["title"] = re.sub(r"\s+", " ", str(title)).strip()
+            if rec.get("brand"):
+                fields["brand"] = str(rec["brand"])
+            cats = rec.get("categories") or rec.get("category")
+            if cats:
+                # 2014: list of category paths; 2018/2023: one flat list
+                flat = [c for path_ in cats for c in (path_ if isinstance(path_, list) else [path_])]
+                fields["categories"] = list(dict.fromkeys(str(c) for c in flat))
+            if rec.get("price"):
+                fields["price"] = str(rec["price"])
+            table[str(item)] = fields
+    return RawInteractions(users, items, times, table, source=str(reviews))
+
+
+# -- generic tables ------------------------------------------------------------------------------
+
+def _read_frame(path: Path):
+    import pandas as pd
+
+    name = path.name.lower().removesuffix(".gz")
+    try:
+        if name.endswith(".parquet"):
+            return pd.read_parquet(path)
+        if name.endswith((".jsonl", ".json")):
+            return pd.read_json(path, lines=name.endswith(".jsonl"), dtype=False)
+        sep = "\t" if name.endswith((".tsv", ".tab")) else ","
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    except Exception as err:  # pandas raises many types; name the file
+        raise DataFormatError(f"{path}: cannot read as a table: {err}") from None
+
+
+def read_item_table(path: str | os.PathLike, item_column: str = "item") -> dict[str, dict]:
+    """An item table (CSV/TSV/parquet/JSON[L]) with an id column and attribute columns, or a JSON
+    object mapping item id -> title or -> attribute dict."""
+    path = _require_file(path, "item table")
+    if path.suffix == ".json":
+        with open(path, encoding="utf-8") as f:
+            try:
+                obj = json.load(f)
+            except json.JSONDecodeError as err:
+                raise DataFormatError(f"{path}: invalid JSON: {err}") from None
+        if isinstance(obj, dict):
+            return {str(k): (dict(v) if isinstance(v, dict) else {"title": str(v)}) for k, v in obj.items()}
+    frame = _read_frame(path)
+    if item_column not in frame.columns:
+        raise DataFormatError(f"{path}: no {item_column!r} column (columns: {list(frame.columns)})")
+    table = {}
+    for row_no, row in enumerate(frame.to_dict("records"), start=2):
+        item = row.pop(item_column)
+        if item in (None, ""):
+            raise DataFormatError(f"{path}, row {row_no}: empty {item_column!r}")
+        table[str(item)] = {k: v for k, v in row.items() if v not in (None, "")}
+    return table
+
+
+def _time_column(column, path: Path, name: str) -> list[float]:
+    """Numbers as they are; otherwise dates/datetimes as seconds since the epoch."""
+    import pandas as pd
+
+    numeric = pd.to_numeric(column, errors="coerce")
+    if not numeric.isna().any():
+        return numeric.astype(float).tolist()
+    parsed = pd.to_datetime(column, errors="coerce", utc=True)
+    if parsed.isna().any():
+        row_no = int(parsed.isna().to_numpy().argmax()) + 2
+        raise DataFormatError(
+            f"{path}, row {row_no}: {name!r} value {column.iloc[row_no - 2]!r} is neither a number nor a date"
+        )
+    return ((parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).astype(float).tolist()
+
+
+def read_interaction_table(
+    path: str | os.PathLike,
+    item_file: str | os.PathLike | None = None,
+    user_column: str = "user",
+    item_column: str = "item",
+    time_column: str | None = "timestamp",
+) -> RawInteractions:
+    """A generic interactions table (CSV/TSV/parquet/JSONL) with user, item and timestamp columns."""
+    path = _require_file(path, "interaction table")
+    frame = _read_frame(path)
+    wanted = [c for c in (user_column, item_column, time_column) if c]
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        raise DataFormatError(f"{path}: missing column(s) {missing} (columns: {list(frame.columns)})")
+    users = frame[user_column].astype(str).tolist()
+    items = frame[item_column].astype(str).tolist()
+    for name, values in ((user_column, users), (item_column, items)):
+        for row_no, v in enumerate(values, start=2):
+            if v in ("", "nan", "None"):
+                raise DataFormatError(f"{path}, row {row_no}: empty {name!r}")
+    if time_column:
+        times = _time_column(frame[time_column], path, time_column)
+    else:
+        times = [0.0] * len(users)
+    table = read_item_table(item_file, item_column) if item_file is not None else None
+    return RawInteractions(users, items, times, table, source=str(path))

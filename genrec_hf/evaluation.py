@@ -1,0 +1,122 @@
+"""One evaluator for every recommender (design.md §3): batched, per-user averaged, progress bar.
+
+A recommender is anything with either
+- `score_items(histories, users) -> FloatTensor [batch, num_items]`: full ranking with
+  pessimistic ties (scoring methods, popularity); or
+- `rank_items(histories, users, top_k, exclude_history) -> RecommendationOutput`: ranked lists
+  (generative methods), whose `num_valid` / `num_generated` give the valid ratio.
+`histories` are lists of catalog ids, oldest first; `users` are original user ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .metrics import DEFAULT_KS, format_metrics, metrics_from_ranks, ranked_list_ranks, target_ranks
+
+REPORT_KS = (1, 5, 10, 20)
+
+
+def mask_history(scores: torch.Tensor, histories: Sequence[Sequence[int]], value: float = float("-inf")) -> torch.Tensor:
+    """Set the scores of each row's history items to `value` (a copy; `scores` is kept)."""
+    scores = scores.clone()
+    rows = [r for r, h in enumerate(histories) for _ in h]
+    cols = [i for h in histories for i in h]
+    if rows:
+        scores[torch.tensor(rows), torch.tensor(cols)] = value
+    return scores
+
+
+@dataclass
+class EvaluationResult:
+    metrics: dict[str, float]
+    num_users: int
+    split: str
+    exclude_history: bool
+    valid_ratio: float | None = None  # generative methods: valid beams / generated beams
+    settings: dict = field(default_factory=dict)
+
+    def format(self) -> str:
+        lines = [
+            f"split={self.split} users={self.num_users} full ranking, pessimistic ties, "
+            f"history items {'excluded' if self.exclude_history else 'not excluded'}"
+        ]
+        if self.valid_ratio is not None:
+            lines[0] += f", valid beams {self.valid_ratio:.4f}"
+        lines.append(format_metrics(self.metrics))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {
+            "split": self.split,
+            "num_users": self.num_users,
+            "exclude_history": self.exclude_history,
+            "valid_ratio": self.valid_ratio,
+            "metrics": dict(self.metrics),
+            **({"settings": self.settings} if self.settings else {}),
+        }
+
+
+def evaluate_recommender(
+    recommender,
+    split,
+    ks: Iterable[int] = REPORT_KS,
+    batch_size: int = 64,
+    exclude_history: bool = False,
+    max_history: int | None = None,
+    top_k: int | None = None,
+    split_name: str = "test",
+    progress: bool = True,
+    limit: int | None = None,
+) -> EvaluationResult:
+    """Evaluate `recommender` on a split with columns user, history, target.
+
+    Args:
+        split: a `datasets.Dataset` (or dict of lists) with user, history, target.
+        max_history: truncate histories to their last N items before the recommender sees them.
+        top_k: list length for ranked-list recommenders (default max(ks)); items past it are misses.
+        limit: evaluate only the first N users (smoke runs; report it).
+    """
+    ks = tuple(ks) if ks else DEFAULT_KS
+    users, histories, targets = split["user"], split["history"], split["target"]
+    if limit is not None:
+        users, histories, targets = users[:limit], histories[:limit], targets[:limit]
+    if not len(targets):
+        raise ValueError("the split has no users to evaluate")
+    scoring = hasattr(recommender, "score_items")
+    if not scoring and not hasattr(recommender, "rank_items"):
+        raise TypeError(f"{type(recommender).__name__} has neither score_items nor rank_items")
+    top_k = top_k or max(ks)
+    all_ranks, valid, generated = [], 0, 0
+    bar = tqdm(range(0, len(targets), batch_size), desc=f"evaluate {split_name}", disable=not progress, unit="batch")
+    with torch.inference_mode():
+        for start in bar:
+            batch_hist = [list(h) for h in histories[start:start + batch_size]]
+            if max_history is not None:
+                batch_hist = [h[-max_history:] for h in batch_hist]
+            batch_users = list(users[start:start + batch_size])
+            batch_targets = torch.as_tensor(targets[start:start + batch_size])
+            if scoring:
+                scores = recommender.score_items(batch_hist, batch_users).float().cpu()
+                if exclude_history:
+                    scores = mask_history(scores, batch_hist)
+                all_ranks.append(target_ranks(scores, batch_targets))
+            else:
+                out = recommender.rank_items(batch_hist, batch_users, top_k=top_k, exclude_history=exclude_history)
+                all_ranks.append(ranked_list_ranks(out.item_ids.cpu(), batch_targets))
+                if out.num_generated is not None:
+                    valid += int(out.num_valid.sum())
+                    generated += int(out.num_generated.sum())
+    ranks = torch.cat(all_ranks)
+    return EvaluationResult(
+        metrics=metrics_from_ranks(ranks, ks),
+        num_users=len(ranks),
+        split=split_name,
+        exclude_history=exclude_history,
+        valid_ratio=(valid / generated) if generated else None,
+        settings={"max_history": max_history, **({"top_k": top_k} if not scoring else {}), **({"limit": limit} if limit else {})},
+    )
