@@ -105,3 +105,10 @@ def format_metrics(metrics: dict[str, float], digits: int = 4) -> str:
     head = " ".join(f"{n:>{width}}" for n in names)
     row = " ".join(f"{metrics[n]:>{width}.{digits}f}" for n in names)
     return f"{head}\n{row}"
+
+
+def evaluate_module_path() -> str:
+    """Folder of the `evaluate` module for these metrics: `evaluate.load(evaluate_module_path())`."""
+    import os
+
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "hf_metrics", "seqrec_ranking")

@@ -25,6 +25,7 @@ from .sources import (
 logger = logging.getLogger(__name__)
 
 MIN_SEQUENCE_LENGTH = 3  # leave-one-out needs one training item, a validation and a test target
+DEFAULT_K_CORE = {"ml-100k": 0, "ml-1m": 0}
 FORMATS = ("ml-100k", "recbole", "ml-1m", "p5", "amazon", "csv")
 
 
@@ -173,7 +174,7 @@ def _resolve_source(source: str | os.PathLike, format: str | None, item_file, co
 def load_sequences(
     source: str | os.PathLike = "ml-100k",
     format: str | None = None,
-    k_core: int = 5,
+    k_core: int | None = None,
     item_file: str | os.PathLike | None = None,
     template: str = "title",
     deduplicate: bool = False,
@@ -187,20 +188,24 @@ def load_sequences(
     Args:
         source: "ml-100k" (read from the recbole wheel, offline) or a path.
         format: "ml-100k" | "recbole" | "ml-1m" | "p5" | "amazon" | "csv"; guessed from the path if None.
-        k_core: keep users and items with at least k interactions (iterated); 0 disables. Users
-            with fewer than 3 interactions are always dropped (and counted).
+        k_core: keep users and items with at least k interactions (iterated); 0 disables. None
+            takes the dataset's customary setting: 0 for MovieLens (already >= 20 ratings per
+            user; the published catalog is kept), 5 for everything else. Users with fewer than 3
+            interactions are always dropped (and counted).
         item_file: item table (P5/CSV: CSV/TSV/JSON with an `item` column) or Amazon metadata.
         template: item text: "title", "title_year_genres", "attributes" or a format string.
         deduplicate: keep only the first interaction of each (user, item) pair.
         missing_item_text: what to do with interacted items the item table lacks:
             "error" (default), "drop" (drop their interactions) or "keep" (text "item <id>").
     """
-    if k_core < 0:
+    if k_core is not None and k_core < 0:
         raise ValueError(f"k_core must be >= 0, got {k_core}")
     if missing_item_text not in ("error", "drop", "keep"):
         raise ValueError(f"missing_item_text must be 'error', 'drop' or 'keep', got {missing_item_text!r}")
     columns = {"user_column": user_column, "item_column": item_column, "time_column": time_column}
     name, raw = _resolve_source(source, format, item_file, columns)
+    if k_core is None:
+        k_core = DEFAULT_K_CORE.get(name, 5)
     if len(raw) == 0:
         raise ValueError(f"{raw.source}: no interactions")
     sequences = _sorted_sequences(raw)

@@ -335,11 +335,17 @@ def _time_column(column, path: Path, name: str) -> list[float]:
     numeric = pd.to_numeric(column, errors="coerce")
     if not numeric.isna().any():
         return numeric.astype(float).tolist()
-    parsed = pd.to_datetime(column, errors="coerce", utc=True)
-    if parsed.isna().any():
-        row_no = int(parsed.isna().to_numpy().argmax()) + 2
+    parsed = pd.to_datetime(column, errors="coerce", utc=True, format="mixed")
+    neither = (numeric.isna() & parsed.isna()).to_numpy()
+    if neither.any():
+        row = int(neither.argmax())
         raise DataFormatError(
-            f"{path}, row {row_no}: {name!r} value {column.iloc[row_no - 2]!r} is neither a number nor a date"
+            f"{path}, row {row + 2}: {name!r} value {column.iloc[row]!r} is neither a number nor a date"
+        )
+    if parsed.isna().any():
+        row = int(parsed.isna().to_numpy().argmax())
+        raise DataFormatError(
+            f"{path}, row {row + 2}: {name!r} mixes numbers ({column.iloc[row]!r}) and dates; use one kind"
         )
     return ((parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).astype(float).tolist()
 
