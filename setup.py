@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 here = Path(__file__).parent
 version = {}
@@ -14,9 +14,8 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["genrec_hf", "genrec_hf.*"]),
-    package_data={"genrec_hf": ["hf_metrics/*/*.py", "hf_metrics/*/*.md"]},
-    include_package_data=True,
+    # namespace discovery also ships genrec_hf/hf_metrics/* (evaluate modules loaded by path)
+    packages=find_namespace_packages(include=["genrec_hf", "genrec_hf.*"]),
     install_requires=[
         # torch is only an extra of transformers 5: depend on it directly. Install the CPU
         # wheel first (scripts/setup_env.sh) or pip resolves a CUDA build.
