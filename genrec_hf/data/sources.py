@@ -136,6 +136,18 @@ def read_recbole_atomic(directory: str | os.PathLike, name: str | None = None) -
 _YEAR_IN_TITLE = re.compile(r"^(.*)\s\((\d{4})\)\s*$")
 
 
+def _delimited_lines(path: Path, sep: str, fields: list[str], encoding: str = "utf-8"):
+    """Yield (lineno, parts) of a delimited file with exactly len(fields) fields per line."""
+    with open(path, encoding=encoding) as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            parts = line.rstrip("\n").split(sep)
+            if len(parts) != len(fields):
+                raise DataFormatError(f"{path}, line {lineno}: expected {sep.join(fields)}, got {line.strip()!r}")
+            yield lineno, parts
+
+
 def read_ml1m(directory: str | os.PathLike) -> RawInteractions:
     """`ratings.dat` (UserID::MovieID::Rating::Timestamp) and `movies.dat` (MovieID::Title::Genres)."""
     directory = Path(directory)
@@ -143,36 +155,22 @@ def read_ml1m(directory: str | os.PathLike) -> RawInteractions:
         raise FileNotFoundError(f"MovieLens-1M folder not found: {directory}")
     ratings = _require_file(directory / "ratings.dat", "MovieLens-1M ratings file")
     users, items, times = [], [], []
-    with open(ratings, encoding="latin-1") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").split("::")
-            if len(parts) != 4:
-                raise DataFormatError(
-                    f"{ratings}, line {lineno}: expected UserID::MovieID::Rating::Timestamp, got {line.strip()!r}"
-                )
-            users.append(parts[0])
-            items.append(parts[1])
-            times.append(_number(parts[3], ratings, lineno, "timestamp"))
+    for lineno, (user, item, _rating, ts) in _delimited_lines(
+        ratings, "::", ["UserID", "MovieID", "Rating", "Timestamp"], "latin-1"
+    ):
+        users.append(user)
+        items.append(item)
+        times.append(_number(ts, ratings, lineno, "timestamp"))
     item_table = None
     movies = directory / "movies.dat"
     if movies.is_file():
         item_table = {}
-        with open(movies, encoding="latin-1") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                parts = line.rstrip("\n").split("::")
-                if len(parts) != 3:
-                    raise DataFormatError(
-                        f"{movies}, line {lineno}: expected MovieID::Title::Genres, got {line.strip()!r}"
-                    )
-                title, year = parts[1], None
-                m = _YEAR_IN_TITLE.match(title)
-                if m:
-                    title, year = m.group(1), m.group(2)
-                item_table[parts[0]] = {"title": title, "year": year, "genres": parts[2].split("|")}
+        for _, (item, title, genres) in _delimited_lines(movies, "::", ["MovieID", "Title", "Genres"], "latin-1"):
+            year = None
+            m = _YEAR_IN_TITLE.match(title)
+            if m:
+                title, year = m.group(1), m.group(2)
+            item_table[item] = {"title": title, "year": year, "genres": genres.split("|")}
     return RawInteractions(users, items, times, item_table, source=str(ratings))
 
 
