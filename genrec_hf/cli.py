@@ -14,7 +14,7 @@ def _add_dataset_args(p: argparse.ArgumentParser, positional: bool = False) -> N
     if positional:
         p.add_argument("dataset", help="ml-100k (offline) or a path to a dataset file/folder")
     else:
-        p.add_argument("--dataset", default="ml-100k", help="ml-100k (offline) or a path (default: ml-100k)")
+        p.add_argument("--dataset", default=None, help="ml-100k (offline) or a path (default: ml-100k, or the checkpoint's)")
     p.add_argument("--format", default=None, help="ml-100k | recbole | ml-1m | p5 | amazon | csv (guessed if omitted)")
     p.add_argument("--item-file", default=None, help="item table / Amazon metadata")
     p.add_argument("--k-core", type=int, default=None, help="k-core filter, 0 disables (default: 0 for MovieLens, else 5)")
@@ -23,18 +23,40 @@ def _add_dataset_args(p: argparse.ArgumentParser, positional: bool = False) -> N
     p.add_argument("--missing-item-text", default="error", choices=("error", "drop", "keep"))
 
 
+def _dataset_spec(args) -> dict:
+    """The load_sequences arguments of a run, saved with checkpoints so evaluate/recommend rebuild the same data."""
+    return {
+        "source": str(args.dataset),
+        "format": args.format,
+        "k_core": args.k_core,
+        "item_file": args.item_file,
+        "template": args.template,
+        "deduplicate": args.deduplicate,
+        "missing_item_text": args.missing_item_text,
+    }
+
+
 def _load(args):
+    return _load_spec(_dataset_spec(args))
+
+
+def _load_spec(spec: dict):
     from .data import load_sequences
 
-    return load_sequences(
-        args.dataset,
-        format=args.format,
-        k_core=args.k_core,
-        item_file=args.item_file,
-        template=args.template,
-        deduplicate=args.deduplicate,
-        missing_item_text=args.missing_item_text,
-    )
+    spec = dict(spec)
+    return load_sequences(spec.pop("source"), **spec)
+
+
+def _checkpoint_data(args, directory: str):
+    """The dataset a checkpoint was trained on (or the one given), checked against its catalog."""
+    from .training.recipes import read_training_info
+
+    info = read_training_info(directory)
+    dataset_given = args.dataset is not None
+    if not dataset_given and "dataset" not in info:
+        raise ValueError(f"{directory} does not record its dataset ({'training_info.json'} missing): pass --dataset")
+    data = _load(args) if dataset_given else _load_spec(info["dataset"])
+    return data
 
 
 def format_stats(data) -> str:
@@ -71,15 +93,32 @@ def _recommender_for(args, data):
     raise SystemExit(f"error: unknown --method {args.method!r}")
 
 
+def _load_pipeline(directory: str, data):
+    from .pipeline import SeqRecPipeline
+
+    pipeline = SeqRecPipeline.from_pretrained(directory)
+    if pipeline.processor.catalog.original_ids != data.catalog.original_ids:
+        raise ValueError(
+            f"catalog mismatch: the checkpoint's catalog ({pipeline.processor.num_items} items) is not the "
+            f"dataset's ({len(data.catalog)} items); evaluate on the dataset it was trained on"
+        )
+    return pipeline
+
+
 def cmd_evaluate(args) -> int:
     from .evaluation import evaluate_recommender
 
-    if args.checkpoint is None and args.method is None:
-        raise SystemExit("error: give a CHECKPOINT folder or --method popularity")
+    if (args.checkpoint is None) == (args.method is None):
+        raise SystemExit("error: give either a CHECKPOINT folder or --method popularity")
     if args.checkpoint is not None:
-        raise SystemExit("error: evaluating checkpoints needs a trained method; none is built into this version yet")
-    data = _load(args)
-    recommender = _recommender_for(args, data)
+        data = _checkpoint_data(args, args.checkpoint)
+        recommender = _load_pipeline(args.checkpoint, data)
+        args.method = args.checkpoint
+    else:
+        if args.dataset is None:
+            args.dataset = "ml-100k"
+        data = _load(args)
+        recommender = _recommender_for(args, data)
     result = evaluate_recommender(
         recommender,
         data.splits[args.split],
@@ -98,6 +137,68 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from .training.recipes import ST2SITrainingConfig, train_st2si
+    from .evaluation import evaluate_recommender
+    from .pipeline import SeqRecPipeline
+
+    if args.method != "st2si":
+        raise SystemExit(f"error: --method {args.method!r} is not built yet; available: st2si")
+    if args.dataset is None:
+        args.dataset = "ml-100k"
+    data = _load(args)
+    print(format_stats(data))
+    cfg = ST2SITrainingConfig(
+        backbone=args.backbone,
+        tune_mode=args.tune_mode,
+        max_items=args.max_items,
+        max_item_tokens=args.max_item_tokens,
+        multi_query=not args.single_query,
+        id_alignment=not args.no_alignment,
+        windows=args.windows,
+        cache_states=not args.no_cache,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        limit_users=args.limit_users,
+        progress=not args.no_progress,
+    )
+    model, processor, valid = train_st2si(data, args.output_dir, cfg, overwrite=args.overwrite, dataset_spec=_dataset_spec(args))
+    print(f"\nbest validation: " + ", ".join(f"{k.removeprefix('eval_')}={v:.4f}" for k, v in valid.items() if "@" in k or k.endswith("mrr")))
+    print(f"checkpoint saved to {args.output_dir}")
+    if not args.skip_test:
+        result = evaluate_recommender(SeqRecPipeline(model, processor), data.splits["test"], split_name="test",
+                                      progress=not args.no_progress, limit=args.limit_users)
+        print(result.format())
+    return 0
+
+
+def cmd_recommend(args) -> int:
+    data = _checkpoint_data(args, args.checkpoint)
+    pipeline = _load_pipeline(args.checkpoint, data)
+    catalog = data.catalog
+    if args.items:
+        history = catalog.ids_of(i.strip() for i in args.items.split(","))
+        who = "given history"
+    else:
+        if args.user is None:
+            raise SystemExit("error: give --user ID or --items ID,ID,...")
+        if args.user not in data.sequences:
+            raise KeyError(f"unknown user {args.user!r}: the dataset has {len(data.sequences)} users (e.g. {next(iter(data.sequences))!r})")
+        history = data.sequences[args.user]  # everything the user did: recommend what comes next
+        who = f"user {args.user}"
+    out = pipeline.recommend([history], top_k=args.top_k, exclude_history=args.exclude_history)
+    print(f"{who}, last {min(5, len(history))} of {len(history)} items:")
+    for item in history[-5:]:
+        print(f"    {catalog.original_id(item):>8}  {catalog.text(item)}")
+    print(f"top-{args.top_k}{' (unseen)' if args.exclude_history else ''}:")
+    for rank, (item, score) in enumerate(zip(out.item_ids[0].tolist(), out.scores[0].tolist()), start=1):
+        print(f"{rank:>3}. {catalog.original_id(item):>8}  {catalog.text(item)}  ({score:.3f})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genrec-hf", description="LLM-based sequential recommenders on HF")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -109,6 +210,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset_args(stats, positional=True)
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(func=cmd_data_stats)
+
+    tr = sub.add_parser("train", help="train a method and save a checkpoint folder (best on validation)")
+    tr.add_argument("--method", required=True, help="st2si")
+    _add_dataset_args(tr)
+    tr.add_argument("--backbone", default="tiny", help="tiny | smollm2-135m | local folder | Hub id (default: tiny)")
+    tr.add_argument("--output-dir", required=True)
+    tr.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --output-dir")
+    tr.add_argument("--tune-mode", default="ilp", choices=("ilp", "full"))
+    tr.add_argument("--max-items", type=int, default=50, help="history window in items (paper: 50)")
+    tr.add_argument("--max-item-tokens", type=int, default=32, help="tokens per item text (paper: 32)")
+    tr.add_argument("--windows", default="last", choices=("last", "all"), help="training windows per user")
+    tr.add_argument("--single-query", action="store_true", help="ablation: one query token at the end (w/o multi-query)")
+    tr.add_argument("--no-alignment", action="store_true", help="ablation: no ID-alignment instructions")
+    tr.add_argument("--no-cache", action="store_true", help="ILP mode: recompute backbone states every step")
+    tr.add_argument("--epochs", type=float, default=10.0)
+    tr.add_argument("--max-steps", type=int, default=-1)
+    tr.add_argument("--learning-rate", type=float, default=None, help="default 3e-4 (ilp) / 5e-5 (full)")
+    tr.add_argument("--batch-size", type=int, default=None)
+    tr.add_argument("--seed", type=int, default=42)
+    tr.add_argument("--limit-users", type=int, default=None, help="smoke runs: first N users only")
+    tr.add_argument("--skip-test", action="store_true", help="do not evaluate on test after training")
+    tr.add_argument("--no-progress", action="store_true")
+    tr.set_defaults(func=cmd_train)
+
+    rec = sub.add_parser("recommend", help="top-k items for a user of the checkpoint's dataset")
+    rec.add_argument("checkpoint")
+    rec.add_argument("--user", default=None, help="original user id")
+    rec.add_argument("--items", default=None, help="or a history: comma-separated original item ids, oldest first")
+    rec.add_argument("--top-k", type=int, default=10)
+    rec.add_argument("--exclude-history", action="store_true")
+    _add_dataset_args(rec)
+    rec.set_defaults(func=cmd_recommend)
 
     ev = sub.add_parser("evaluate", help="evaluate a checkpoint or a baseline under the shared protocol")
     ev.add_argument("checkpoint", nargs="?", default=None, help="checkpoint folder")
@@ -129,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {msg}", file=sys.stderr)
         return 2

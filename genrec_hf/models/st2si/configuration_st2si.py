@@ -1,0 +1,85 @@
+"""ST2SI configuration (Zhai et al., "Learning Transition Patterns by Large Language Models for
+Sequential Recommendation"). Self-contained: only transformers is imported, so the file works
+as Hub remote code."""
+
+from transformers import AutoConfig, PretrainedConfig
+
+TUNE_MODES = ("full", "ilp")
+
+
+class ST2SIConfig(PretrainedConfig):
+    r"""
+    Args:
+        text_config (`dict` or `PretrainedConfig`):
+            Config of the decoder-only backbone (OPT in the paper; GPT-2, Llama/SmolLM2, ... work too).
+        num_items (`int`):
+            Catalog size N: the item linear projection (ILP) maps hidden states to N item logits.
+        query_token (`str`, defaults to `"[Q]"`):
+            The query token inserted after each item text (multi-query input, eq. 2).
+        query_token_id (`int`):
+            Its id in the tokenizer; the model reads logits at the positions of this token.
+        tune_mode (`str`, defaults to `"full"`):
+            `"full"` trains backbone and ILP; `"ilp"` freezes the backbone and trains the ILP only
+            (efficient ILP tuning, §3.4.2).
+        multi_query (`bool`, defaults to `True`):
+            A query token after every item (and a loss at each); `False` is the paper's
+            "w/o multi-query" ablation: one query token at the end.
+        id_alignment (`bool`, defaults to `True`):
+            Mix ID-alignment instructions ("Please give the ID of the following item: <text> [Q]"
+            -> its own id, §3.3) into training; `False` is the "w/o ID alignment" ablation.
+        alignment_instruction (`str`):
+            The instruction text of those samples.
+        max_items (`int`, defaults to 50), max_item_tokens (`int`, defaults to 32):
+            Input budget: the last `max_items` items of a history, each text cut to
+            `max_item_tokens` tokens (the paper's settings).
+        ilp_bias (`bool`, defaults to `True`): whether the ILP has a bias (item prior).
+        initializer_range (`float`, defaults to 0.02): std of the ILP's initial weights.
+    """
+
+    model_type = "st2si"
+    sub_configs = {"text_config": AutoConfig}
+
+    def __init__(
+        self,
+        text_config=None,
+        num_items: int = 0,
+        query_token: str = "[Q]",
+        query_token_id: int | None = None,
+        tune_mode: str = "full",
+        multi_query: bool = True,
+        id_alignment: bool = True,
+        alignment_instruction: str = "Please give the ID of the following item:",
+        max_items: int = 50,
+        max_item_tokens: int = 32,
+        ilp_bias: bool = True,
+        initializer_range: float = 0.02,
+        **kwargs,
+    ):
+        if isinstance(text_config, dict):
+            text_config = dict(text_config)
+            model_type = text_config.pop("model_type", None)
+            if model_type is None:
+                raise ValueError("ST2SIConfig: text_config needs a model_type (e.g. 'opt', 'gpt2', 'llama')")
+            text_config = AutoConfig.for_model(model_type, **text_config)
+        if tune_mode not in TUNE_MODES:
+            raise ValueError(f"ST2SIConfig: tune_mode must be one of {TUNE_MODES}, got {tune_mode!r}")
+        if num_items < 0:
+            raise ValueError(f"ST2SIConfig: num_items must be >= 0, got {num_items}")
+        if max_items < 1 or max_item_tokens < 1:
+            raise ValueError("ST2SIConfig: max_items and max_item_tokens must be >= 1")
+        self.text_config = text_config
+        self.num_items = num_items
+        self.query_token = query_token
+        self.query_token_id = query_token_id
+        self.tune_mode = tune_mode
+        self.multi_query = multi_query
+        self.id_alignment = id_alignment
+        self.alignment_instruction = alignment_instruction
+        self.max_items = max_items
+        self.max_item_tokens = max_item_tokens
+        self.ilp_bias = ilp_bias
+        self.initializer_range = initializer_range
+        super().__init__(**kwargs)
+
+
+__all__ = ["ST2SIConfig"]

@@ -1,0 +1,26 @@
+"""Collators, datasets and Trainer metrics per method."""
+
+from .ranking import RankingMetrics, keep_labelled_logits
+from .st2si import (
+    SeqRecCollator,
+    alignment_rows,
+    evaluation_rows,
+    extract_query_states,
+    ilp_feature_datasets,
+    sequence_rows,
+    st2si_datasets,
+    training_windows,
+)
+
+__all__ = [
+    "RankingMetrics",
+    "SeqRecCollator",
+    "alignment_rows",
+    "evaluation_rows",
+    "extract_query_states",
+    "ilp_feature_datasets",
+    "keep_labelled_logits",
+    "sequence_rows",
+    "st2si_datasets",
+    "training_windows",
+]

@@ -1,0 +1,52 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+WORDS = "red blue green dark light night day star moon sun river city road king queen war love story".split()
+
+
+def make_catalog(num_items: int = 24):
+    from genrec_hf.data import ItemCatalog
+
+    titles = [f"{WORDS[i % len(WORDS)]} {WORDS[(i * 7 + 3) % len(WORDS)]} {i}" for i in range(num_items)]
+    return ItemCatalog([str(100 + i) for i in range(num_items)], [{"title": t} for t in titles])
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    return make_catalog()
+
+
+@pytest.fixture(scope="session")
+def tokenizer_factory(catalog):
+    from genrec_hf.backbones import train_tokenizer
+    from genrec_hf.processing import ST2SI_DEFAULTS
+
+    texts = catalog.texts() + [ST2SI_DEFAULTS["alignment_instruction"]]
+    return lambda: train_tokenizer(texts, vocab_size=400)
+
+
+@pytest.fixture
+def st2si_factory(catalog, tokenizer_factory):
+    """(model, processor) on a tiny random backbone of the given architecture."""
+    from transformers import AutoModel
+
+    from genrec_hf import SeqRecProcessor, ST2SIForItemPrediction
+    from genrec_hf.backbones import tiny_config
+
+    def build(model_type="llama", tune_mode="full", **processor_settings):
+        torch.manual_seed(0)
+        tokenizer = tokenizer_factory()
+        processor = SeqRecProcessor(tokenizer, catalog, method="st2si", **processor_settings)
+        backbone = AutoModel.from_config(tiny_config(model_type, vocab_size=len(tokenizer)))
+        model = ST2SIForItemPrediction.from_backbone(
+            backbone, num_items=len(catalog), query_token_id=processor.query_token_id,
+            vocab_size=len(tokenizer), tune_mode=tune_mode,
+        )
+        return model, processor
+
+    return build
