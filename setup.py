@@ -16,6 +16,7 @@ setup(
     python_requires=">=3.10",
     # namespace discovery also ships genrec_hf/hf_metrics/* (evaluate modules loaded by path)
     packages=find_namespace_packages(include=["genrec_hf", "genrec_hf.*"]),
+    package_data={"genrec_hf": ["model_cards/*.md"]},
     install_requires=[
         # torch is only an extra of transformers 5: depend on it directly. Install the CPU
         # wheel first (scripts/setup_env.sh) or pip resolves a CUDA build.

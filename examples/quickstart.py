@@ -26,7 +26,7 @@ from genrec_hf.baselines import PopularityRecommender
 from genrec_hf.cli import format_stats
 from genrec_hf.evaluation import evaluate_recommender
 from genrec_hf.metrics import format_metrics
-from genrec_hf.training.recipes import ST2SITrainingConfig, train_st2si
+from genrec_hf.training.recipes import ST2SITrainingConfig, record_results, train_st2si
 
 
 def main():
@@ -58,6 +58,7 @@ def main():
     st2si_test = evaluate_recommender(
         SeqRecPipeline(model, processor), data.splits["test"], limit=args.limit_users, split_name="test (ST2SI)"
     )
+    record_results(args.output_dir, st2si_test)  # into training_info.json and the model card
     print(f"\ntest, {st2si_test.num_users} users, full ranking over {len(data.catalog)} items, pessimistic ties:")
     table = format_metrics(pop_test.metrics).splitlines()
     print(f"{'':12}{table[0]}\n{'popularity':12}{table[1]}")

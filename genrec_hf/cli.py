@@ -138,7 +138,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .training.recipes import ST2SITrainingConfig, train_st2si
+    from .training.recipes import ST2SITrainingConfig, record_results, train_st2si
     from .evaluation import evaluate_recommender
     from .pipeline import SeqRecPipeline
 
@@ -171,6 +171,7 @@ def cmd_train(args) -> int:
     if not args.skip_test:
         result = evaluate_recommender(SeqRecPipeline(model, processor), data.splits["test"], split_name="test",
                                       progress=not args.no_progress, limit=args.limit_users)
+        record_results(args.output_dir, result)
         print(result.format())
     return 0
 

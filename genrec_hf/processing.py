@@ -222,16 +222,30 @@ class SeqRecProcessor:
         os.replace(path + ".tmp", path)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, **kwargs) -> "SeqRecProcessor":
-        """Load tokenizer, item catalog and settings from a checkpoint folder."""
-        directory = str(directory)
-        path = os.path.join(directory, PROCESSOR_CONFIG)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no processor in {directory}: expected {PROCESSOR_CONFIG} (and {CATALOG_FILE})")
-        with open(path, encoding="utf-8") as f:
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "SeqRecProcessor":
+        """Load tokenizer, item catalog and settings from a checkpoint folder or Hub repo.
+
+        Keyword arguments that are processor settings (max_items, ...) override the saved ones;
+        the rest (revision, token, cache_dir, ...) go to the Hub download.
+        """
+        from transformers.utils import cached_file
+
+        source = str(pretrained_model_name_or_path)
+        if not os.path.isdir(source) and (os.path.isabs(source) or source.startswith((".", "~"))):
+            raise FileNotFoundError(f"no processor in {source}: the folder does not exist")
+        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in ST2SI_DEFAULTS}
+        kwargs.pop("_from_auto", None)
+        kwargs.pop("trust_remote_code", None)
+        files = {}
+        for name in (PROCESSOR_CONFIG, CATALOG_FILE):
+            path = cached_file(source, name, _raise_exceptions_for_missing_entries=False, **kwargs)
+            if path is None:
+                raise FileNotFoundError(f"no processor in {source}: expected {PROCESSOR_CONFIG} and {CATALOG_FILE}")
+            files[name] = path
+        with open(files[PROCESSOR_CONFIG], encoding="utf-8") as f:
             config = json.load(f)
         config.pop("processor_class", None)
         method = config.pop("method")
-        tokenizer = AutoTokenizer.from_pretrained(directory)
-        catalog = ItemCatalog.from_pretrained(directory)
-        return cls(tokenizer, catalog, method=method, **{**config, **kwargs})
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        catalog = ItemCatalog.from_pretrained(os.path.dirname(files[CATALOG_FILE]))
+        return cls(tokenizer, catalog, method=method, **{**config, **overrides})

@@ -31,3 +31,44 @@ def test_cli_errors_are_clear(capsys, tmp_path):
     bad.write_text("1 1 2 3\n1 4 5 6\n")
     assert main(["data", "stats", str(bad), "--format", "p5"]) == 2
     assert "line 2: user '1' appears on two lines" in capsys.readouterr().err
+
+
+def test_train_evaluate_recommend_tiny(tmp_path, capsys):
+    out_dir = tmp_path / "ckpt"
+    args = ["train", "--method", "st2si", "--backbone", "tiny", "--output-dir", str(out_dir), "--limit-users", "15",
+            "--max-items", "5", "--max-steps", "2", "--no-progress"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "best validation" in text and "split=test users=15" in text
+    for name in ("config.json", "model.safetensors", "item_catalog.json", "processor_config.json", "README.md",
+                 "training_info.json", "modeling_st2si.py"):
+        assert (out_dir / name).is_file(), name
+    info = json.loads((out_dir / "training_info.json").read_text())
+    assert info["dataset"]["source"] == "ml-100k" and info["test"]["users"] == 15
+    assert "model-index" in (out_dir / "README.md").read_text()
+    assert not (out_dir / "trainer_checkpoints").exists()
+
+    # a second run into the same folder must not destroy the saved checkpoint
+    weights = (out_dir / "model.safetensors").read_bytes()
+    assert main(args) == 2
+    assert "already holds a checkpoint" in capsys.readouterr().err
+    assert (out_dir / "model.safetensors").read_bytes() == weights
+
+    assert main(["evaluate", str(out_dir), "--split", "valid", "--no-progress", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["split"] == "valid" and result["num_users"] == 943
+
+    assert main(["recommend", str(out_dir), "--user", "7", "--top-k", "4", "--exclude-history"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sum(1 for line in lines if line.strip()[:2] in {"1.", "2.", "3.", "4."}) == 4
+    assert main(["recommend", str(out_dir), "--user", "nobody"]) == 2
+    assert "unknown user 'nobody'" in capsys.readouterr().err
+
+
+def test_evaluate_checkpoint_on_another_catalog_is_refused(tmp_path, capsys):
+    out_dir = tmp_path / "ckpt"
+    assert main(["train", "--method", "st2si", "--backbone", "tiny", "--output-dir", str(out_dir), "--limit-users", "5",
+                 "--max-items", "3", "--max-steps", "1", "--no-progress", "--skip-test"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out_dir), "--dataset", "ml-100k", "--k-core", "50", "--no-progress"]) == 2
+    assert "catalog mismatch" in capsys.readouterr().err

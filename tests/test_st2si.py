@@ -260,3 +260,15 @@ def test_item_text_cannot_forge_a_query_token(tokenizer_factory):
     processor = SeqRecProcessor(tokenizer_factory(), cat)
     row = processor.encode([0, 1])
     assert row["input_ids"].count(processor.query_token_id) == 2
+
+
+def test_auto_processor_loads_the_seqrec_processor(st2si_factory, tmp_path):
+    from transformers import AutoProcessor
+
+    model, processor = st2si_factory(max_items=4)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    assert isinstance(loaded, SeqRecProcessor)
+    assert loaded.settings["max_items"] == 4 and loaded.query_token_id == processor.query_token_id
+    assert AutoProcessor.from_pretrained(tmp_path, max_items=2).settings["max_items"] == 2

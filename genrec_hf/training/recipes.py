@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformers import Trainer, TrainingArguments, set_seed
 
+from ..cards import write_model_card
 from ..processing import ST2SI_DEFAULTS, SeqRecProcessor
 from .ranking import RankingMetrics, keep_labelled_logits
 from .st2si import SeqRecCollator, ilp_feature_datasets, st2si_datasets
@@ -139,7 +140,10 @@ def train_st2si(data, output_dir: str, cfg: ST2SITrainingConfig | None = None, o
         "dataset_stats": data.stats(),
         "training": asdict(cfg),
         "best_checkpoint": trainer.state.best_model_checkpoint and os.path.basename(trainer.state.best_model_checkpoint),
-        "validation": {k.removeprefix("eval_"): v for k, v in valid_metrics.items()},
+        "validation": {
+            **{k.removeprefix("eval_"): v for k, v in valid_metrics.items() if "@" in k or k.endswith("mrr")},
+            "users": len(valid_ds),
+        },
     })
     shutil.rmtree(work_dir, ignore_errors=True)  # the best model is saved above
     return model, processor, valid_metrics
@@ -151,10 +155,24 @@ def save_checkpoint(model, processor: SeqRecProcessor, output_dir: str, info: di
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     if info is not None:
-        path = os.path.join(output_dir, TRAINING_INFO)
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(info, f, indent=2, default=str)
-        os.replace(path + ".tmp", path)
+        _write_info(output_dir, info)
+    write_model_card(output_dir)
+
+
+def _write_info(directory: str, info: dict) -> None:
+    path = os.path.join(directory, TRAINING_INFO)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2, default=str)
+    os.replace(path + ".tmp", path)
+
+
+def record_results(directory: str, result) -> None:
+    """Add an EvaluationResult (e.g. the one test evaluation) to training_info.json and the card."""
+    info = read_training_info(directory)
+    info[result.split] = {**result.metrics, "users": result.num_users}
+    info["exclude_history"] = result.exclude_history
+    _write_info(directory, info)
+    write_model_card(directory)
 
 
 def read_training_info(directory: str) -> dict:

@@ -1,0 +1,79 @@
+"""Model cards: `huggingface_hub.ModelCard` rendered from a per-method template, with model-index
+eval results filled from the run recorded in the checkpoint's training_info.json."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_cards")
+CARD_METRICS = ("hr@1", "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr")
+
+
+def _read_json(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def render_model_card(directory: str, repo_id: str | None = None) -> ModelCard:
+    """Card for a checkpoint folder (config.json + training_info.json)."""
+    config_path = os.path.join(directory, "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"no config.json in {directory}: not a checkpoint folder")
+    config = _read_json(config_path)
+    info_path = os.path.join(directory, "training_info.json")
+    info = _read_json(info_path) if os.path.isfile(info_path) else {}
+    method = info.get("method", config.get("model_type"))
+    template = os.path.join(TEMPLATES_DIR, f"{method}.md")
+    if not os.path.isfile(template):
+        raise FileNotFoundError(f"no model card template for method {method!r} in {TEMPLATES_DIR}")
+    dataset = info.get("dataset", {}).get("source", "unknown")
+    dataset_name = os.path.basename(str(dataset).rstrip("/"))
+    results = {split: info[split] for split in ("validation", "test") if split in info}
+    training = info.get("training", {})
+    model_name = repo_id.split("/")[-1] if repo_id else f"{method}-{dataset_name}"
+    eval_results = [
+        EvalResult(
+            task_type="sequential-recommendation", task_name="Sequential recommendation",
+            dataset_type=dataset_name, dataset_name=dataset_name, dataset_split="test",
+            metric_type=metric, metric_name=metric.upper(), metric_value=round(float(value), 6),
+        )
+        for metric, value in results.get("test", {}).items() if metric in CARD_METRICS
+    ]
+    card_data = ModelCardData(
+        library_name="transformers",
+        license="apache-2.0",
+        tags=["genrec-hf", "sequential-recommendation", "recommender-system", method],
+        base_model=training.get("backbone") if "/" in str(training.get("backbone", "")) else None,
+        model_name=model_name,
+        eval_results=eval_results or None,
+    )
+    text = config.get("text_config", {})
+    return ModelCard.from_template(
+        card_data,
+        template_path=template,
+        model_name=model_name,
+        repo_id=repo_id or "path/to/checkpoint",
+        backbone=training.get("backbone", text.get("model_type", "?")),
+        query_token=config.get("query_token"),
+        num_items=config.get("num_items"),
+        tune_mode=config.get("tune_mode"),
+        multi_query=config.get("multi_query"),
+        id_alignment=config.get("id_alignment"),
+        max_items=config.get("max_items"),
+        max_item_tokens=config.get("max_item_tokens"),
+        dataset_name=dataset_name,
+        stats=info.get("dataset_stats", {"users": "?", "items": "?", "interactions": "?", "avg_length": "?"}),
+        exclude_history=info.get("exclude_history", False),
+        results=results,
+        metric_names=[m for m in CARD_METRICS if any(m in r for r in results.values())],
+        training_json=json.dumps(training, indent=2),
+    )
+
+
+def write_model_card(directory: str, repo_id: str | None = None) -> str:
+    path = os.path.join(directory, "README.md")
+    render_model_card(directory, repo_id).save(path)
+    return path
