@@ -272,3 +272,24 @@ def test_auto_processor_loads_the_seqrec_processor(st2si_factory, tmp_path):
     assert isinstance(loaded, SeqRecProcessor)
     assert loaded.settings["max_items"] == 4 and loaded.query_token_id == processor.query_token_id
     assert AutoProcessor.from_pretrained(tmp_path, max_items=2).settings["max_items"] == 2
+
+
+def test_backbone_from_a_local_folder_and_causal_lm_checkpoint(tmp_path, catalog, tokenizer_factory):
+    """A local HF folder (here a tiny GPT-2 *LMHead* checkpoint) loads through the same from_pretrained path."""
+    from transformers import AutoModelForCausalLM
+
+    from genrec_hf.backbones import load_backbone, tiny_config
+
+    tokenizer = tokenizer_factory()
+    lm = AutoModelForCausalLM.from_config(tiny_config("gpt2", vocab_size=len(tokenizer)))
+    lm.save_pretrained(tmp_path / "gpt2-tiny")
+    tokenizer.save_pretrained(tmp_path / "gpt2-tiny")
+    backbone, tok = load_backbone(str(tmp_path / "gpt2-tiny"))
+    assert torch.equal(backbone.get_input_embeddings().weight, lm.transformer.wte.weight)
+    processor = SeqRecProcessor(tok, catalog)
+    model = ST2SIForItemPrediction.from_backbone(lm, len(catalog), processor.query_token_id, vocab_size=len(tok))
+    assert type(model.backbone).__name__ == "GPT2Model"  # the LM head is dropped, the decoder kept
+    assert model.backbone.get_input_embeddings().weight.shape[0] == len(tok)
+    assert model(**processor(HISTORIES)).logits.shape[-1] == len(catalog)
+    with pytest.raises(FileNotFoundError, match="unknown backbone 'no-such-model'"):
+        load_backbone("no-such-model")
