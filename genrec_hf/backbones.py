@@ -39,7 +39,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> PreTrainedT
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    specials = ["<pad>", "<s>", "</s>", "<unk>"]
+    specials = ["<pad>", "<s>", "</s>", "<unk>", "<mask>"]
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=specials,
@@ -48,7 +48,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> PreTrainedT
     )
     tok.train_from_iterator(list(texts), trainer=trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>", mask_token="<mask>"
     )
 
 
@@ -93,4 +93,40 @@ def load_backbone(spec: str, texts: Iterable[str] | None = None, dtype=None):
         )
     tokenizer = AutoTokenizer.from_pretrained(spec)
     model = AutoModel.from_pretrained(spec, dtype=dtype)
+    return model, tokenizer
+
+
+# random-init BART sizes for runs without pretrained weights (no bart-base offline)
+BART_SIZES = {
+    "tiny": {"d_model": 64, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4,
+             "decoder_attention_heads": 4, "encoder_ffn_dim": 128, "decoder_ffn_dim": 128},
+    "bart-small": {"d_model": 256, "encoder_layers": 3, "decoder_layers": 3, "encoder_attention_heads": 4,
+                   "decoder_attention_heads": 4, "encoder_ffn_dim": 1024, "decoder_ffn_dim": 1024},
+}
+
+
+def load_bart(spec: str, texts: Iterable[str] | None = None, vocab_size: int = 2000, dtype=None):
+    """(BartForConditionalGeneration, tokenizer) for GenRec.
+
+    spec: "tiny" / "bart-small" (random init, tokenizer trained on `texts`), or a BART folder /
+    Hub id (e.g. facebook/bart-base, the paper's backbone) loaded with from_pretrained.
+    """
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    if spec in BART_SIZES:
+        if texts is None:
+            raise ValueError(f"the {spec} backbone trains its tokenizer on the entity texts: pass texts=")
+        tokenizer = train_tokenizer(texts, vocab_size=vocab_size)
+        config = BartConfig(
+            vocab_size=len(tokenizer), max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.eos_token_id, forced_eos_token_id=None, **BART_SIZES[spec],
+        )
+        return BartForConditionalGeneration(config), tokenizer
+    if not Path(spec).exists() and "/" not in spec:
+        raise FileNotFoundError(
+            f"unknown BART backbone {spec!r}: use {sorted(BART_SIZES)}, a local BART folder or a Hub id (e.g. facebook/bart-base)"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(spec)
+    model = BartForConditionalGeneration.from_pretrained(spec, dtype=dtype)
     return model, tokenizer

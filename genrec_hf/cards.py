@@ -9,7 +9,7 @@ import os
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_cards")
-CARD_METRICS = ("hr@1", "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr")
+CARD_METRICS = ("hr@1", "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr", "valid_ratio")
 
 
 def _read_json(path: str) -> dict:
@@ -51,19 +51,15 @@ def render_model_card(directory: str, repo_id: str | None = None) -> ModelCard:
         eval_results=eval_results or None,
     )
     text = config.get("text_config", {})
+    with open(template, encoding="utf-8") as f, open(os.path.join(TEMPLATES_DIR, "_common.md"), encoding="utf-8") as g:
+        template_str = f.read() + g.read()  # method section + shared data/evaluation sections
     return ModelCard.from_template(
         card_data,
-        template_path=template,
+        template_str=template_str,
         model_name=model_name,
         repo_id=repo_id or "path/to/checkpoint",
         backbone=training.get("backbone", text.get("model_type", "?")),
-        query_token=config.get("query_token"),
-        num_items=config.get("num_items"),
-        tune_mode=config.get("tune_mode"),
-        multi_query=config.get("multi_query"),
-        id_alignment=config.get("id_alignment"),
-        max_items=config.get("max_items"),
-        max_item_tokens=config.get("max_item_tokens"),
+        config=config,
         dataset_name=dataset_name,
         stats=info.get("dataset_stats", {"users": "?", "items": "?", "interactions": "?", "avg_length": "?"}),
         exclude_history=info.get("exclude_history", False),

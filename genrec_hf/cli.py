@@ -137,36 +137,47 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _training_config(args):
+    """The method's training config from the CLI flags (unset flags keep the method's defaults)."""
+    from .training.recipes import GenRecTrainingConfig, ST2SITrainingConfig
+
+    common = {
+        "backbone": args.backbone, "max_steps": args.max_steps, "learning_rate": args.learning_rate,
+        "seed": args.seed, "limit_users": args.limit_users, "progress": not args.no_progress,
+    }
+    for name in ("epochs", "batch_size", "max_items"):
+        if getattr(args, name) is not None:
+            common[name] = getattr(args, name)
+    if args.method == "st2si":
+        return ST2SITrainingConfig(
+            **common, tune_mode=args.tune_mode, max_item_tokens=args.max_item_tokens, multi_query=not args.single_query,
+            id_alignment=not args.no_alignment, windows=args.windows, cache_states=not args.no_cache,
+        )
+    extra = {"pretrain_max_steps": args.pretrain_max_steps, "finetune_targets": args.finetune_targets,
+             "item_text_ids": args.item_text_ids, "beam_size": args.beam_size}
+    if args.pretrain_epochs is not None:
+        extra["pretrain_epochs"] = args.pretrain_epochs
+    return GenRecTrainingConfig(**common, **extra)
+
+
 def cmd_train(args) -> int:
-    from .training.recipes import ST2SITrainingConfig, record_results, train_st2si
     from .evaluation import evaluate_recommender
     from .pipeline import SeqRecPipeline
+    from .training.recipes import record_results, train_genrec, train_st2si
 
-    if args.method != "st2si":
-        raise SystemExit(f"error: --method {args.method!r} is not built yet; available: st2si")
+    trainers = {"st2si": train_st2si, "genrec": train_genrec}
+    if args.method not in trainers:
+        raise SystemExit(f"error: --method {args.method!r} is not built yet; available: {', '.join(trainers)}")
+    if args.backbone is None:
+        args.backbone = "tiny"
     if args.dataset is None:
         args.dataset = "ml-100k"
     data = _load(args)
     print(format_stats(data))
-    cfg = ST2SITrainingConfig(
-        backbone=args.backbone,
-        tune_mode=args.tune_mode,
-        max_items=args.max_items,
-        max_item_tokens=args.max_item_tokens,
-        multi_query=not args.single_query,
-        id_alignment=not args.no_alignment,
-        windows=args.windows,
-        cache_states=not args.no_cache,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        limit_users=args.limit_users,
-        progress=not args.no_progress,
-    )
-    model, processor, valid = train_st2si(data, args.output_dir, cfg, overwrite=args.overwrite, dataset_spec=_dataset_spec(args))
-    print(f"\nbest validation: " + ", ".join(f"{k.removeprefix('eval_')}={v:.4f}" for k, v in valid.items() if "@" in k or k.endswith("mrr")))
+    cfg = _training_config(args)
+    model, processor, valid = trainers[args.method](data, args.output_dir, cfg, overwrite=args.overwrite, dataset_spec=_dataset_spec(args))
+    shown = {k.removeprefix("eval_"): v for k, v in valid.items() if "@" in k or k.endswith(("mrr", "ratio"))}
+    print("\nbest validation: " + ", ".join(f"{k}={v:.4f}" for k, v in shown.items()))
     print(f"checkpoint saved to {args.output_dir}")
     if not args.skip_test:
         result = evaluate_recommender(SeqRecPipeline(model, processor), data.splits["test"], split_name="test",
@@ -213,26 +224,35 @@ def build_parser() -> argparse.ArgumentParser:
     stats.set_defaults(func=cmd_data_stats)
 
     tr = sub.add_parser("train", help="train a method and save a checkpoint folder (best on validation)")
-    tr.add_argument("--method", required=True, help="st2si")
+    tr.add_argument("--method", required=True, help="st2si | genrec")
     _add_dataset_args(tr)
-    tr.add_argument("--backbone", default="tiny", help="tiny | smollm2-135m | local folder | Hub id (default: tiny)")
+    tr.add_argument("--backbone", default=None,
+                    help="st2si: tiny | smollm2-135m | folder | Hub id; genrec: tiny | bart-small | BART folder | Hub id (default: tiny)")
     tr.add_argument("--output-dir", required=True)
     tr.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --output-dir")
-    tr.add_argument("--tune-mode", default="ilp", choices=("ilp", "full"))
-    tr.add_argument("--max-items", type=int, default=50, help="history window in items (paper: 50)")
-    tr.add_argument("--max-item-tokens", type=int, default=32, help="tokens per item text (paper: 32)")
-    tr.add_argument("--windows", default="last", choices=("last", "all"), help="training windows per user")
-    tr.add_argument("--single-query", action="store_true", help="ablation: one query token at the end (w/o multi-query)")
-    tr.add_argument("--no-alignment", action="store_true", help="ablation: no ID-alignment instructions")
-    tr.add_argument("--no-cache", action="store_true", help="ILP mode: recompute backbone states every step")
-    tr.add_argument("--epochs", type=float, default=10.0)
+    tr.add_argument("--epochs", type=float, default=None, help="(finetuning) epochs; default st2si 10, genrec 25")
     tr.add_argument("--max-steps", type=int, default=-1)
-    tr.add_argument("--learning-rate", type=float, default=None, help="default 3e-4 (ilp) / 5e-5 (full)")
+    tr.add_argument("--learning-rate", type=float, default=None, help="default: the method's (see the training configs)")
     tr.add_argument("--batch-size", type=int, default=None)
+    tr.add_argument("--max-items", type=int, default=None, help="history window in items (default 50)")
     tr.add_argument("--seed", type=int, default=42)
     tr.add_argument("--limit-users", type=int, default=None, help="smoke runs: first N users only")
     tr.add_argument("--skip-test", action="store_true", help="do not evaluate on test after training")
     tr.add_argument("--no-progress", action="store_true")
+    st = tr.add_argument_group("st2si")
+    st.add_argument("--tune-mode", default="ilp", choices=("ilp", "full"))
+    st.add_argument("--max-item-tokens", type=int, default=32, help="tokens per item text (paper: 32)")
+    st.add_argument("--windows", default="last", choices=("last", "all"), help="training windows per user")
+    st.add_argument("--single-query", action="store_true", help="ablation: one query token at the end (w/o multi-query)")
+    st.add_argument("--no-alignment", action="store_true", help="ablation: no ID-alignment instructions")
+    st.add_argument("--no-cache", action="store_true", help="ILP mode: recompute backbone states every step")
+    gr = tr.add_argument_group("genrec")
+    gr.add_argument("--pretrain-epochs", type=float, default=None, help="masked-item pretraining epochs (default 5; 0 = ablation)")
+    gr.add_argument("--pretrain-max-steps", type=int, default=-1)
+    gr.add_argument("--finetune-targets", default="last", choices=("last", "random"))
+    gr.add_argument("--item-text-ids", default="random", choices=("random", "original"),
+                    help="numbers in item_<n>: a seeded permutation, or the dataset's ids (may leak)")
+    gr.add_argument("--beam-size", type=int, default=20)
     tr.set_defaults(func=cmd_train)
 
     rec = sub.add_parser("recommend", help="top-k items for a user of the checkpoint's dataset")

@@ -2,7 +2,7 @@
 
 A recommender is anything with either
 - `score_items(histories, users) -> FloatTensor [batch, num_items]`: full ranking with
-  pessimistic ties (scoring methods, popularity); or
+  pessimistic ties (scoring methods, popularity; `full_ranking` may say False to skip it); or
 - `rank_items(histories, users, top_k, exclude_history) -> RecommendationOutput`: ranked lists
   (generative methods), whose `num_valid` / `num_generated` give the valid ratio.
 `histories` are lists of catalog ids, oldest first; `users` are original user ids.
@@ -87,7 +87,8 @@ def evaluate_recommender(
         users, histories, targets = users[:limit], histories[:limit], targets[:limit]
     if not len(targets):
         raise ValueError("the split has no users to evaluate")
-    scoring = hasattr(recommender, "score_items")
+    # full ranking where the recommender can score the whole catalog, else its ranked lists
+    scoring = getattr(recommender, "full_ranking", hasattr(recommender, "score_items"))
     if not scoring and not hasattr(recommender, "rank_items"):
         raise TypeError(f"{type(recommender).__name__} has neither score_items nor rank_items")
     top_k = top_k or max(ks)

@@ -10,7 +10,11 @@ from .processing import SeqRecProcessor
 
 
 class SeqRecPipeline:
-    """`score_items` (full ranking, for scoring methods) and `rank_items` over catalog-id histories."""
+    """Recommends from catalog-id histories with any genrec_hf model.
+
+    Scoring models (ST2SI) rank the whole catalog (`score_items`, `full_ranking = True`);
+    generative models rank by beam search (`rank_items`). Both offer `recommend`.
+    """
 
     def __init__(self, model, processor: SeqRecProcessor, device: str | torch.device | None = None):
         num_items = getattr(model.config, "num_items", None)
@@ -24,8 +28,15 @@ class SeqRecPipeline:
             raise ValueError(
                 f"query token mismatch: the model reads id {query_id}, the processor writes {processor.query_token_id}"
             )
+        item_tokens = getattr(model, "item_token_ids", None)
+        if item_tokens is not None:
+            table = processor.item_token_table()
+            stored = item_tokens[:, : table.shape[1]].cpu()
+            if table.shape[1] > item_tokens.shape[1] or not torch.equal(stored, table) or bool((item_tokens[:, table.shape[1]:] >= 0).any()):
+                raise ValueError("item text mismatch: the model's item token table is not the processor's; load the processor saved with this model")
         self.model = model.eval()
         self.processor = processor
+        self.full_ranking = hasattr(model, "item_scores")
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         if self.device != next(model.parameters()).device:
             self.model.to(self.device)
@@ -43,14 +54,20 @@ class SeqRecPipeline:
         model = AutoModel.from_pretrained(directory, **model_kwargs)
         return cls(model, processor, device=device)
 
-    def _inputs(self, histories):
-        return self.processor(histories, return_tensors="pt").to(self.device)
+    def _inputs(self, histories, users=None):
+        return self.processor(histories, users=users, return_tensors="pt").to(self.device)
 
     @torch.no_grad()
     def score_items(self, histories, users=None) -> torch.Tensor:
-        inputs = self._inputs(histories)
-        return self.model.item_scores(**inputs).float()
+        """Full-catalog scores [batch, num_items] (scoring models)."""
+        if not self.full_ranking:
+            raise TypeError(f"{type(self.model).__name__} ranks by generation: use rank_items / recommend")
+        return self.model.item_scores(**self._inputs(histories, users)).float()
+
+    @torch.no_grad()
+    def rank_items(self, histories, users=None, top_k: int = 20, exclude_history: bool = False):
+        return self.recommend(histories, top_k=top_k, exclude_history=exclude_history, users=users)
 
     @torch.no_grad()
     def recommend(self, histories, top_k: int = 10, exclude_history: bool = False, users=None):
-        return self.model.recommend(**self._inputs(histories), top_k=top_k, exclude_history=exclude_history)
+        return self.model.recommend(**self._inputs(histories, users), top_k=top_k, exclude_history=exclude_history)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from transformers import TrainerCallback
 
 from ..metrics import metrics_from_ranks, target_ranks
 
@@ -54,3 +55,41 @@ def keep_labelled_logits(logits, labels):
     position = has_label.float().argmax(dim=1)
     picked = logits[torch.arange(logits.shape[0], device=logits.device), position]
     return picked
+
+
+class RecommenderEvalCallback(TrainerCallback):
+    """Adds validation HR/NDCG/MRR of a generative model to the Trainer's eval metrics.
+
+    Generative methods rank by beam search, which Trainer's eval loop (teacher-forced loss)
+    does not run; this callback runs the shared evaluator on the validation split whenever
+    the Trainer evaluates, and writes `eval_hr@k`, `eval_ndcg@k`, `eval_mrr`, `eval_valid_ratio`
+    into the metrics dict it is given, before the Trainer picks the best checkpoint from it, so
+    `metric_for_best_model="ndcg@10"` selects on validation ranking quality.
+    """
+
+    def __init__(self, processor, split, ks=VALIDATION_KS, batch_size: int = 32, top_k: int | None = None, limit: int | None = None):
+        self.processor = processor
+        self.split = split
+        self.ks = tuple(ks)
+        self.batch_size = batch_size
+        self.top_k = top_k
+        self.limit = limit
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        from ..evaluation import evaluate_recommender
+        from ..pipeline import SeqRecPipeline
+
+        if metrics is None or model is None:
+            return
+        was_training = model.training
+        result = evaluate_recommender(
+            SeqRecPipeline(model, self.processor), self.split, ks=self.ks, batch_size=self.batch_size,
+            top_k=self.top_k, split_name="valid", progress=False, limit=self.limit,
+        )
+        model.train(was_training)
+        ranking = {f"eval_{k}": v for k, v in result.metrics.items()}
+        if result.valid_ratio is not None:
+            ranking["eval_valid_ratio"] = result.valid_ratio
+        metrics.update(ranking)
+        state.log_history.append({**ranking, "epoch": state.epoch, "step": state.global_step})
+        print({k: round(v, 4) for k, v in ranking.items()})

@@ -8,11 +8,12 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from transformers import Trainer, TrainingArguments, set_seed
 
+from ..backbones import BART_SIZES
 from ..cards import write_model_card
 from ..processing import ST2SI_DEFAULTS, SeqRecProcessor
 from .ranking import RankingMetrics, keep_labelled_logits
@@ -45,7 +46,6 @@ class ST2SITrainingConfig:
     seed: int = 42
     limit_users: int | None = None  # smoke runs: train/validate on the first N users only
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
     def resolved_learning_rate(self) -> float:
         if self.learning_rate is not None:
@@ -60,30 +60,44 @@ def _check_output_dir(output_dir: str, overwrite: bool) -> None:
         )
 
 
-def _training_arguments(cfg: ST2SITrainingConfig, work_dir: str, cached: bool) -> TrainingArguments:
-    by_steps = cfg.max_steps > 0
+def _warmup(ratio: float) -> dict:
+    """Warmup as a fraction of the steps: `warmup_ratio` where TrainingArguments still has it
+    (transformers <= 5.2x), else a float `warmup_steps` < 1, which newer releases read as a ratio."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return {"warmup_ratio": ratio} if "warmup_ratio" in names else {"warmup_steps": ratio}
+
+
+def _training_arguments(
+    work_dir: str, *, batch_size: int, eval_batch_size: int, learning_rate: float, epochs: float, max_steps: int,
+    seed: int, progress: bool, select_on_validation: bool = True, **extra,
+) -> TrainingArguments:
+    """Shared Trainer settings: evaluate and save every epoch (or at max_steps), keep the best
+    checkpoint by validation NDCG@10, never look at test."""
+    by_steps = max_steps > 0
+    strategy = ("steps" if by_steps else "epoch") if select_on_validation else "no"
     return TrainingArguments(
         output_dir=work_dir,
-        per_device_train_batch_size=cfg.batch_size or (256 if cached else 8),
-        per_device_eval_batch_size=256 if cached else cfg.eval_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        learning_rate=cfg.resolved_learning_rate(),
-        weight_decay=cfg.weight_decay,
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        eval_strategy="steps" if by_steps else "epoch",
-        save_strategy="steps" if by_steps else "epoch",
-        eval_steps=cfg.max_steps if by_steps else None,
-        save_steps=cfg.max_steps if by_steps else None,
-        load_best_model_at_end=True,
-        metric_for_best_model="ndcg@10",
-        greater_is_better=True,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=eval_batch_size,
+        learning_rate=learning_rate,
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        eval_strategy=strategy,
+        save_strategy=strategy,
+        eval_steps=max_steps if by_steps and select_on_validation else None,
+        save_steps=max_steps if by_steps and select_on_validation else None,
+        load_best_model_at_end=select_on_validation,
+        metric_for_best_model="ndcg@10" if select_on_validation else None,
+        greater_is_better=True if select_on_validation else None,
         save_total_limit=1,
         logging_steps=10,
         report_to="none",
-        seed=cfg.seed,
-        disable_tqdm=not cfg.progress,
+        seed=seed,
+        disable_tqdm=not progress,
         use_cpu=not torch.cuda.is_available(),
+        **extra,
     )
 
 
@@ -123,9 +137,14 @@ def train_st2si(data, output_dir: str, cfg: ST2SITrainingConfig | None = None, o
         )
         extra = {"data_collator": SeqRecCollator(processor), "preprocess_logits_for_metrics": keep_labelled_logits}
     work_dir = os.path.join(output_dir, "trainer_checkpoints")
+    args = _training_arguments(
+        work_dir, batch_size=cfg.batch_size or (256 if cached else 8), eval_batch_size=256 if cached else cfg.eval_batch_size,
+        learning_rate=cfg.resolved_learning_rate(), epochs=cfg.epochs, max_steps=cfg.max_steps, seed=cfg.seed,
+        progress=cfg.progress, weight_decay=cfg.weight_decay, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+    )
     trainer = Trainer(
         model=model,
-        args=_training_arguments(cfg, work_dir, cached),
+        args=args,
         train_dataset=train_ds,
         eval_dataset=valid_ds,
         compute_metrics=RankingMetrics(),
@@ -146,6 +165,100 @@ def train_st2si(data, output_dir: str, cfg: ST2SITrainingConfig | None = None, o
         },
     })
     shutil.rmtree(work_dir, ignore_errors=True)  # the best model is saved above
+    return model, processor, valid_metrics
+
+
+@dataclass
+class GenRecTrainingConfig:
+    """Every knob of a GenRec run (paper, §7.1: bart-base, AdamW lr and weight decay 1e-5, 5%
+    warmup, 512 input tokens, 20 beams, 25 finetuning epochs)."""
+
+    backbone: str = "tiny"  # tiny | bart-small (random init) | BART folder / Hub id
+    pretrain_epochs: float = 5.0  # masked-item pretraining; 0 = the "w/o pretraining" ablation
+    epochs: float = 25.0  # finetuning
+    pretrain_max_steps: int = -1
+    max_steps: int = -1
+    learning_rate: float | None = None  # default 1e-5 for pretrained BART, 5e-4 for random init
+    weight_decay: float = 1e-5
+    warmup_ratio: float = 0.05
+    batch_size: int = 32
+    eval_batch_size: int = 32
+    max_items: int = 50
+    max_length: int = 512
+    item_text_ids: str = "random"  # or "original" (the dataset's ids; may leak the target)
+    finetune_targets: str = "last"  # "last" (paper) or "random" (a random cut point per epoch)
+    beam_size: int = 20
+    seed: int = 42
+    limit_users: int | None = None
+    progress: bool = True
+
+    def resolved_learning_rate(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 5e-4 if self.backbone in BART_SIZES else 1e-5
+
+
+def train_genrec(data, output_dir: str, cfg: GenRecTrainingConfig | None = None, overwrite: bool = False, dataset_spec: dict | None = None):
+    """Pretrain (masked item) then finetune (appended mask) GenRec; save the best-on-validation
+    checkpoint. Returns (model, processor, validation metrics)."""
+    from ..backbones import load_bart
+    from ..models import GenRecForConditionalGeneration
+    from .genrec import GenRecCollator, genrec_datasets
+    from .ranking import RecommenderEvalCallback
+
+    cfg = cfg or GenRecTrainingConfig()
+    _check_output_dir(output_dir, overwrite)
+    set_seed(cfg.seed)
+    users = list(data.splits["train"]["user"])
+    numbers = range(len(data.catalog)) if cfg.item_text_ids == "random" else data.catalog.original_ids
+    entity_texts = [f"item_{n}" for n in numbers] + [f"user_{r}" for r in range(len(users) + 1)] + ["user_unk"]
+    bart, tokenizer = load_bart(cfg.backbone, texts=entity_texts)
+    processor = SeqRecProcessor(
+        tokenizer, data.catalog, method="genrec", users=users, item_text_ids=cfg.item_text_ids,
+        seed=cfg.seed, max_items=cfg.max_items, max_length=cfg.max_length,
+    )
+    table = processor.item_token_table()
+    model = GenRecForConditionalGeneration.from_bart(
+        bart, processor.num_users, processor.num_items, vocab_size=len(tokenizer),
+        max_item_tokens=table.shape[1], beam_size=cfg.beam_size,
+    )
+    model.set_item_tokens(table)
+    if torch.cuda.is_available():
+        model.cuda()
+    work_dir = os.path.join(output_dir, "trainer_checkpoints")
+    common = dict(
+        batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, learning_rate=cfg.resolved_learning_rate(),
+        seed=cfg.seed, progress=cfg.progress, weight_decay=cfg.weight_decay, **_warmup(cfg.warmup_ratio),
+        remove_unused_columns=False,  # rows are raw sequences; the collator tokenizes them
+    )
+    if cfg.pretrain_epochs > 0 or cfg.pretrain_max_steps > 0:
+        train_ds, _ = genrec_datasets(data, "pretrain", cfg.limit_users)
+        args = _training_arguments(work_dir + "-pretrain", epochs=cfg.pretrain_epochs, max_steps=cfg.pretrain_max_steps,
+                                   select_on_validation=False, **common)
+        Trainer(model=model, args=args, train_dataset=train_ds,
+                data_collator=GenRecCollator(processor, "pretrain", seed=cfg.seed)).train()
+        shutil.rmtree(work_dir + "-pretrain", ignore_errors=True)
+    train_ds, valid_ds = genrec_datasets(data, "finetune", cfg.limit_users)
+    args = _training_arguments(work_dir, epochs=cfg.epochs, max_steps=cfg.max_steps, **common)
+    trainer = Trainer(
+        model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds,
+        data_collator=GenRecCollator(processor, "finetune", finetune_targets=cfg.finetune_targets, seed=cfg.seed),
+        callbacks=[RecommenderEvalCallback(processor, valid_ds, batch_size=cfg.eval_batch_size, top_k=cfg.beam_size)],
+    )
+    trainer.train()
+    valid_metrics = trainer.evaluate()
+    model = trainer.model
+    save_checkpoint(model, processor, output_dir, info={
+        "method": "genrec",
+        "dataset": dataset_spec or {"source": data.name},
+        "dataset_stats": data.stats(),
+        "training": asdict(cfg),
+        "validation": {
+            **{k.removeprefix("eval_"): v for k, v in valid_metrics.items() if "@" in k or k.endswith(("mrr", "ratio"))},
+            "users": len(valid_ds),
+        },
+    })
+    shutil.rmtree(work_dir, ignore_errors=True)
     return model, processor, valid_metrics
 
 

@@ -1,0 +1,201 @@
+"""A token trie of every catalog item, held as tensors, the vectorised constraint built on it,
+and the mapping of beams to a ranked, deduplicated list of catalog items.
+
+`TokenTrie` stores the trie in CSR form (edges sorted by (parent, token)); one step for a whole
+batch of beams is a `searchsorted`, and the allowed-token mask of every beam is one ragged
+gather, so `TrieConstrainedLogitsProcessor` masks all beams of all rows at once with no Python
+loop over beams (HF's `prefix_allowed_tokens_fn` calls back into Python per beam per step).
+
+State is derived from the (reordered) `input_ids` at every step: beam search only reorders the
+cache, so per-beam state kept elsewhere would go stale.
+
+Self-contained (torch and transformers only): model folders that decode with it carry a copy,
+so Hub remote code works.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from transformers import LogitsProcessor
+
+
+class TokenTrie:
+    """All catalog items' token sequences (each ending with eos) as a trie.
+
+    Args:
+        sequences: LongTensor [num_items, max_len], row i = item i's tokens, padded with -1.
+            Every row must be non-empty and unique.
+    Attributes (tensors): edge_keys [E] (parent * vocab + token, sorted), edge_child [E],
+        edge_token [E], node_offsets [num_nodes + 1] (CSR over edges by parent),
+        leaf_item [num_nodes] (catalog id of a complete sequence, else -1).
+    """
+
+    def __init__(self, sequences: torch.Tensor, vocab_size: int):
+        seqs = torch.as_tensor(sequences).long().cpu().numpy()
+        if seqs.ndim != 2 or seqs.shape[0] == 0:
+            raise ValueError("the trie needs a non-empty [num_items, max_len] token table")
+        if (seqs[:, 0] < 0).any():
+            raise ValueError(f"item {int(np.argmax(seqs[:, 0] < 0))} has no tokens")
+        if seqs.max() >= vocab_size:
+            raise ValueError(f"token id {int(seqs.max())} is outside the vocabulary ({vocab_size})")
+        self.vocab_size = int(vocab_size)
+        num_items, max_len = seqs.shape
+        node = np.zeros(num_items, dtype=np.int64)  # current node of each item's path
+        keys, children = [], []
+        num_nodes = 1
+        for depth in range(max_len):
+            tok = seqs[:, depth]
+            live = tok >= 0
+            if not live.any():
+                break
+            key = node[live] * self.vocab_size + tok[live]
+            unique, inverse = np.unique(key, return_inverse=True)
+            child = num_nodes + np.arange(len(unique), dtype=np.int64)
+            keys.append(unique)
+            children.append(child)
+            node[live] = child[inverse.reshape(-1)]
+            num_nodes += len(unique)
+        edge_keys = np.concatenate(keys)
+        # new nodes get larger ids than their parents, so keys of deeper levels sort after: one sorted array
+        assert (np.diff(edge_keys) > 0).all()
+        leaf_item = np.full(num_nodes, -1, dtype=np.int64)
+        if len(np.unique(node)) != num_items:
+            dup = np.flatnonzero(np.bincount(node, minlength=num_nodes)[node] > 1)[:2].tolist()
+            raise ValueError(f"items {dup} have the same token sequence: the trie cannot tell them apart")
+        leaf_item[node] = np.arange(num_items)
+        parents = edge_keys // self.vocab_size
+        self.edge_keys = torch.from_numpy(edge_keys)
+        self.edge_child = torch.from_numpy(np.concatenate(children))
+        self.edge_token = torch.from_numpy(edge_keys % self.vocab_size)
+        self.node_offsets = torch.from_numpy(np.searchsorted(parents, np.arange(num_nodes + 1)))
+        self.leaf_item = torch.from_numpy(leaf_item)
+        self.num_items = num_items
+        self.num_nodes = num_nodes
+        self.max_len = max_len
+
+    def to(self, device) -> "TokenTrie":
+        for name in ("edge_keys", "edge_child", "edge_token", "node_offsets", "leaf_item"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.edge_keys.device
+
+    def step(self, nodes: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Child of each node by each token ([batch] each); -1 where there is no such edge."""
+        key = nodes * self.vocab_size + tokens
+        idx = torch.searchsorted(self.edge_keys, key).clamp(max=self.edge_keys.numel() - 1)
+        found = (self.edge_keys[idx] == key) & (nodes >= 0) & (tokens >= 0)
+        return torch.where(found, self.edge_child[idx], torch.full_like(nodes, -1))
+
+    def walk(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Node reached by each row of tokens [batch, length] from the root (-1 = left the trie).
+
+        A row that completes an item stays on its leaf (later padding is ignored).
+        """
+        nodes = torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
+        for t in range(tokens.shape[1]):
+            at_leaf = (nodes >= 0) & (self.leaf_item[nodes.clamp(min=0)] >= 0)
+            nodes = torch.where(at_leaf, nodes, self.step(nodes, tokens[:, t]))
+        return nodes
+
+    def items_of(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Catalog id spelled by each row of generated tokens [batch, length]; -1 if none."""
+        nodes = self.walk(tokens)
+        return torch.where(nodes >= 0, self.leaf_item[nodes.clamp(min=0)], torch.full_like(nodes, -1))
+
+    def allowed_mask(self, nodes: torch.Tensor, vocab_size: int | None = None) -> torch.Tensor:
+        """BoolTensor [batch, vocab]: the tokens that continue each node (none for -1 / leaves)."""
+        vocab_size = vocab_size or self.vocab_size
+        safe = nodes.clamp(min=0)
+        start = self.node_offsets[safe]
+        degree = torch.where(nodes >= 0, self.node_offsets[safe + 1] - start, torch.zeros_like(start))
+        total = int(degree.sum())
+        mask = torch.zeros(nodes.shape[0], vocab_size, dtype=torch.bool, device=nodes.device)
+        if total:
+            rows = torch.repeat_interleave(torch.arange(nodes.shape[0], device=nodes.device), degree)
+            first = torch.repeat_interleave(start - (degree.cumsum(0) - degree), degree)
+            edges = torch.arange(total, device=nodes.device) + first
+            mask[rows, self.edge_token[edges]] = True
+        return mask
+
+
+class TrieConstrainedLogitsProcessor(LogitsProcessor):
+    """Only tokens that continue a catalog item survive; a beam off the trie may only end (eos).
+
+    Args:
+        trie: the catalog's TokenTrie.
+        prefix_length: tokens of `input_ids` before generation starts (1 for an encoder-decoder's
+            decoder start token; the prompt length for a decoder-only model).
+        eos_token_id: the token that ends an item (the trie's sequences end with it).
+    """
+
+    def __init__(self, trie: TokenTrie, prefix_length: int, eos_token_id: int):
+        self.trie = trie
+        self.prefix_length = prefix_length
+        self.eos_token_id = eos_token_id
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.trie.device != input_ids.device:
+            self.trie.to(input_ids.device)
+        nodes = self.trie.walk(input_ids[:, self.prefix_length:])
+        allowed = self.trie.allowed_mask(nodes, scores.shape[-1])
+        stuck = ~allowed.any(dim=1)
+        allowed[stuck, self.eos_token_id] = True
+        return scores.masked_fill(~allowed, float("-inf"))
+
+
+def rank_beams(
+    items: torch.Tensor, scores: torch.Tensor, top_k: int, history_item_ids: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Beams -> ranked catalog items (design.md §3).
+
+    items: LongTensor [batch, beams], the catalog id of each beam (-1 = invalid), best beam first.
+    scores: FloatTensor [batch, beams]. history_item_ids: [batch, length] (-1 pads) to exclude.
+    Returns item_ids [batch, top_k] (-1 pads), their scores (-inf pads) and the number of
+    valid beams per row. A beam repeating an item ranked higher is dropped; so are invalid beams.
+    """
+    batch, beams = items.shape
+    valid = items >= 0
+    same = items[:, :, None] == items[:, None, :]
+    earlier = torch.ones(beams, beams, dtype=torch.bool, device=items.device).tril(-1)
+    keep = valid & ~(same & earlier & valid[:, None, :]).any(dim=2)
+    if history_item_ids is not None:
+        hist = history_item_ids.to(items.device)
+        keep &= ~((items[:, :, None] == hist[:, None, :]) & (hist[:, None, :] >= 0)).any(dim=2)
+    # a stable sort moves kept beams to the front, keeping beam (= score) order
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :top_k]
+    kept = keep.gather(1, order)
+    item_ids = torch.where(kept, items.gather(1, order), torch.full_like(order, -1))
+    ranked = torch.where(kept, scores.gather(1, order), torch.full(order.shape, float("-inf"), device=scores.device, dtype=scores.dtype))
+    if item_ids.shape[1] < top_k:
+        pad = top_k - item_ids.shape[1]
+        item_ids = torch.nn.functional.pad(item_ids, (0, pad), value=-1)
+        ranked = torch.nn.functional.pad(ranked, (0, pad), value=float("-inf"))
+    return item_ids, ranked, valid.sum(dim=1)
+
+
+def prefix_allowed_tokens_oracle(sequences: torch.Tensor, prefix_length: int, eos_token_id: int):
+    """The slow reference: a Python dict trie behind HF's `prefix_allowed_tokens_fn`.
+
+    Only for tests and benchmarks (one Python call per beam per step).
+    """
+    root: dict = {}
+    for row in torch.as_tensor(sequences).tolist():
+        node = root
+        for tok in row:
+            if tok < 0:
+                break
+            node = node.setdefault(tok, {})
+
+    def allowed(batch_id: int, sent: torch.Tensor) -> list[int]:
+        node = root
+        for tok in sent[prefix_length:].tolist():
+            if tok not in node:
+                return [eos_token_id]
+            node = node[tok]
+        return list(node) if node else [eos_token_id]
+
+    return allowed

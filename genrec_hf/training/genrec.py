@@ -1,0 +1,66 @@
+"""GenRec training data for an unchanged HF `Trainer`: one collator per stage (§4.2, §4.3).
+
+Rows are raw (`items` + `user` for training, `history` + `target` + `user` for evaluation);
+the collator tokenizes them, so pretraining draws a new masked position every epoch. Pass
+`remove_unused_columns=False` in TrainingArguments (the rows are not forward() arguments).
+"""
+
+from __future__ import annotations
+
+import random
+
+from datasets import Dataset
+
+from ..processing import SeqRecProcessor
+
+STAGES = ("pretrain", "finetune")
+
+
+class GenRecCollator:
+    """Pads GenRec rows for one stage.
+
+    pretrain: one random item of the training sequence becomes [MASK] and the target. The
+        training sequence already excludes each user's last two items (validation and test
+        targets), so the mask never touches them.
+    finetune: [MASK] is appended and the sequence's last item is the target ("last", the
+        paper), or a random cut point picks history and target ("random": every transition).
+    Evaluation rows (with `target`) always get [MASK] appended and their own target.
+    """
+
+    def __init__(self, processor: SeqRecProcessor, stage: str, finetune_targets: str = "last", seed: int = 0):
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        if finetune_targets not in ("last", "random"):
+            raise ValueError(f"finetune_targets must be 'last' or 'random', got {finetune_targets!r}")
+        self.processor = processor
+        self.stage = stage
+        self.finetune_targets = finetune_targets
+        self.rng = random.Random(seed)
+
+    def encode_row(self, row: dict) -> dict:
+        p, user = self.processor, row.get("user")
+        if "target" in row:
+            return p.encode(row["history"], int(row["target"]), user=user)
+        items = list(row["items"])
+        if len(items) < 2 and self.stage == "finetune":
+            raise ValueError(f"user {user!r}: finetuning needs at least two training items")
+        if self.stage == "pretrain":
+            window = p.window(items)
+            return p.encode(items, user=user, mask_position=self.rng.randrange(len(window)))
+        cut = len(items) - 1 if self.finetune_targets == "last" else self.rng.randrange(1, len(items))
+        return p.encode(items[:cut], items[cut], user=user)
+
+    def __call__(self, features: list[dict]) -> dict:
+        rows = [self.encode_row(f) for f in features]
+        keys = [k for k in self.processor.format.output_keys if k != "history_item_ids"]
+        return dict(self.processor.pad({k: [r[k] for r in rows] for k in keys}, return_tensors="pt"))
+
+
+def genrec_datasets(data, stage: str, limit_users: int | None = None) -> tuple[Dataset, Dataset]:
+    """(train, validation) raw rows; finetuning skips users with a single training item."""
+    train, valid = data.splits["train"], data.splits["valid"]
+    if limit_users is not None:
+        train, valid = train.select(range(limit_users)), valid.select(range(limit_users))
+    min_items = 2 if stage == "finetune" else 1
+    train = train.filter(lambda row: len(row["items"]) >= min_items)
+    return train, valid
