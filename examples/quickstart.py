@@ -35,7 +35,7 @@ def main():
     parser.add_argument("--output-dir", default="checkpoints/st2si-ml100k")
     parser.add_argument("--max-items", type=int, default=20)
     parser.add_argument("--epochs", type=float, default=10)
-    parser.add_argument("--windows", default="last", choices=("last", "all"))
+    parser.add_argument("--windows", default="2", help="training windows per user: last | all | N (newest N)")
     parser.add_argument("--limit-users", type=int, default=None, help="smoke run on the first N users")
     parser.add_argument("--show-users", type=int, default=3)
     args = parser.parse_args()

@@ -18,6 +18,7 @@ from genrec_hf import SeqRecPipeline, SeqRecProcessor, ST2SIForItemPrediction, l
 from genrec_hf.backbones import load_backbone
 from genrec_hf.cli import format_stats
 from genrec_hf.evaluation import evaluate_recommender
+from genrec_hf.models.st2si.modeling_st2si import backbone_max_positions
 from genrec_hf.processing import ST2SI_DEFAULTS
 from genrec_hf.training import RankingMetrics, SeqRecCollator, ilp_feature_datasets, keep_labelled_logits, st2si_datasets
 
@@ -59,7 +60,8 @@ def main():
 
     backbone, tokenizer = load_backbone(model_args.backbone, texts=data.catalog.texts() + [ST2SI_DEFAULTS["alignment_instruction"]])
     processor = SeqRecProcessor(tokenizer, data.catalog, method="st2si", max_items=model_args.max_items,
-                                max_item_tokens=model_args.max_item_tokens, multi_query=model_args.multi_query)
+                                max_item_tokens=model_args.max_item_tokens, multi_query=model_args.multi_query,
+                                max_length=backbone_max_positions(backbone.config))  # never past the positions
     model = ST2SIForItemPrediction.from_backbone(
         backbone, num_items=len(data.catalog), query_token_id=processor.query_token_id, vocab_size=len(tokenizer),
         tune_mode=model_args.tune_mode, multi_query=model_args.multi_query, id_alignment=model_args.id_alignment,

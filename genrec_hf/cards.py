@@ -17,6 +17,14 @@ def _read_json(path: str) -> dict:
         return json.load(f)
 
 
+def _hub_id(backbone) -> str | None:
+    """The backbone as Hub metadata: only an `org/name` id, never a local path."""
+    text = str(backbone or "")
+    if text.count("/") == 1 and not os.path.exists(text) and not text.startswith((".", "/", "~")):
+        return text
+    return None
+
+
 def render_model_card(directory: str, repo_id: str | None = None) -> ModelCard:
     """Card for a checkpoint folder (config.json + training_info.json)."""
     config_path = os.path.join(directory, "config.json")
@@ -46,7 +54,7 @@ def render_model_card(directory: str, repo_id: str | None = None) -> ModelCard:
         library_name="transformers",
         license="apache-2.0",
         tags=["genrec-hf", "sequential-recommendation", "recommender-system", method],
-        base_model=training.get("backbone") if "/" in str(training.get("backbone", "")) else None,
+        base_model=_hub_id(training.get("backbone")),
         model_name=model_name,
         eval_results=eval_results or None,
     )

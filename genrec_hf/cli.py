@@ -93,10 +93,10 @@ def _recommender_for(args, data):
     raise SystemExit(f"error: unknown --method {args.method!r}")
 
 
-def _load_pipeline(directory: str, data):
+def _load_pipeline(directory: str, data, **recommend_kwargs):
     from .pipeline import SeqRecPipeline
 
-    pipeline = SeqRecPipeline.from_pretrained(directory)
+    pipeline = SeqRecPipeline.from_pretrained(directory, recommend_kwargs=recommend_kwargs)
     if pipeline.processor.catalog.original_ids != data.catalog.original_ids:
         raise ValueError(
             f"catalog mismatch: the checkpoint's catalog ({pipeline.processor.num_items} items) is not the "
@@ -112,7 +112,10 @@ def cmd_evaluate(args) -> int:
         raise SystemExit("error: give either a CHECKPOINT folder or --method popularity")
     if args.checkpoint is not None:
         data = _checkpoint_data(args, args.checkpoint)
-        recommender = _load_pipeline(args.checkpoint, data)
+        extra = {"constrained": False} if args.unconstrained else {}
+        if args.num_beams:
+            extra["num_beams"] = args.num_beams
+        recommender = _load_pipeline(args.checkpoint, data, **extra)
         args.method = args.checkpoint
     else:
         if args.dataset is None:
@@ -127,6 +130,7 @@ def cmd_evaluate(args) -> int:
         max_history=args.max_history,
         split_name=args.split,
         progress=not args.no_progress,
+        top_k=args.top_k,
     )
     if args.json:
         print(json.dumps({"method": args.method, "dataset": data.stats(), **result.to_dict()}))
@@ -201,12 +205,14 @@ def cmd_recommend(args) -> int:
             raise KeyError(f"unknown user {args.user!r}: the dataset has {len(data.sequences)} users (e.g. {next(iter(data.sequences))!r})")
         history = data.sequences[args.user]  # everything the user did: recommend what comes next
         who = f"user {args.user}"
-    out = pipeline.recommend([history], top_k=args.top_k, exclude_history=args.exclude_history)
+    users = None if args.items else [args.user]  # GenRec reads the user's own ID embedding
+    out = pipeline.recommend([history], top_k=args.top_k, exclude_history=args.exclude_history, users=users)
     print(f"{who}, last {min(5, len(history))} of {len(history)} items:")
     for item in history[-5:]:
         print(f"    {catalog.original_id(item):>8}  {catalog.text(item)}")
     print(f"top-{args.top_k}{' (unseen)' if args.exclude_history else ''}:")
-    for rank, (item, score) in enumerate(zip(out.item_ids[0].tolist(), out.scores[0].tolist()), start=1):
+    ranked = [(i, sc) for i, sc in zip(out.item_ids[0].tolist(), out.scores[0].tolist()) if i >= 0]  # -1 pads
+    for rank, (item, score) in enumerate(ranked, start=1):
         print(f"{rank:>3}. {catalog.original_id(item):>8}  {catalog.text(item)}  ({score:.3f})")
     return 0
 
@@ -242,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     st = tr.add_argument_group("st2si")
     st.add_argument("--tune-mode", default="ilp", choices=("ilp", "full"))
     st.add_argument("--max-item-tokens", type=int, default=32, help="tokens per item text (paper: 32)")
-    st.add_argument("--windows", default="last", choices=("last", "all"), help="training windows per user")
+    st.add_argument("--windows", default="last", help="training windows per user: last | all | N (the newest N)")
     st.add_argument("--single-query", action="store_true", help="ablation: one query token at the end (w/o multi-query)")
     st.add_argument("--no-alignment", action="store_true", help="ablation: no ID-alignment instructions")
     st.add_argument("--no-cache", action="store_true", help="ILP mode: recompute backbone states every step")
@@ -272,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument("--max-history", type=int, default=None)
     ev.add_argument("--exclude-history", action="store_true", help="never recommend already seen items")
+    ev.add_argument("--top-k", type=int, default=None, help="ranked-list length for generative models (default 20)")
+    ev.add_argument("--num-beams", type=int, default=None, help="generative models: beams (>= top-k)")
+    ev.add_argument("--unconstrained", action="store_true", help="generative models: decode without the catalog trie")
     ev.add_argument("--no-progress", action="store_true")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_evaluate)

@@ -96,15 +96,14 @@ def evaluate_recommender(
     bar = tqdm(range(0, len(targets), batch_size), desc=f"evaluate {split_name}", disable=not progress, unit="batch")
     with torch.inference_mode():
         for start in bar:
-            batch_hist = [list(h) for h in histories[start:start + batch_size]]
-            if max_history is not None:
-                batch_hist = [h[-max_history:] for h in batch_hist]
+            full_hist = [list(h) for h in histories[start:start + batch_size]]
+            batch_hist = [h[-max_history:] for h in full_hist] if max_history is not None else full_hist
             batch_users = list(users[start:start + batch_size])
             batch_targets = torch.as_tensor(targets[start:start + batch_size])
             if scoring:
                 scores = recommender.score_items(batch_hist, batch_users).float().cpu()
                 if exclude_history:
-                    scores = mask_history(scores, batch_hist)
+                    scores = mask_history(scores, full_hist)  # everything seen, not only what the model read
                 all_ranks.append(target_ranks(scores, batch_targets))
             else:
                 out = recommender.rank_items(batch_hist, batch_users, top_k=top_k, exclude_history=exclude_history)

@@ -2,8 +2,10 @@
 
 rank = 1 + number of *other* items whose score is >= the target's, so a model that outputs a
 constant scores zero. HR@k (= Recall@k with one target), NDCG@k = 1/log2(rank+1) for rank <= k,
-MRR = mean 1/rank. Everything is averaged per user: accumulate ranks, then call
-`metrics_from_ranks` once.
+MRR = mean 1/rank over ranks <= max(ks) (MRR@K with K the largest cut-off, 20 by default):
+the cut makes a constant model score exactly 0 and puts scoring methods (which rank every item)
+and generative ones (whose lists end at K) on the same footing. Everything is averaged per user:
+accumulate ranks, then call `metrics_from_ranks` once.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def ranked_list_ranks(ranked_ids: torch.Tensor, targets: torch.Tensor) -> torch.
 
 
 def metrics_from_ranks(ranks: torch.Tensor | Sequence[float], ks: Iterable[int] = DEFAULT_KS) -> dict[str, float]:
-    """Per-user means of HR@k, NDCG@k and MRR from 1-based ranks (inf = miss)."""
+    """Per-user means of HR@k, NDCG@k and MRR (@ max(ks)) from 1-based ranks (inf = miss)."""
     ks = _check_ks(ks)
     ranks = torch.as_tensor(ranks, dtype=torch.float64).flatten()
     if ranks.numel() == 0:
@@ -84,7 +86,8 @@ def metrics_from_ranks(ranks: torch.Tensor | Sequence[float], ks: Iterable[int] 
     for k in ks:
         gain = torch.where(ranks <= k, 1.0 / torch.log2(ranks + 1.0), torch.zeros_like(ranks))
         out[f"ndcg@{k}"] = gain.mean().item()
-    out["mrr"] = (1.0 / ranks).mean().item()
+    cutoff = max(ks)
+    out["mrr"] = torch.where(ranks <= cutoff, 1.0 / ranks, torch.zeros_like(ranks)).mean().item()
     return out
 
 

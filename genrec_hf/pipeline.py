@@ -16,13 +16,14 @@ class SeqRecPipeline:
     generative models rank by beam search (`rank_items`). Both offer `recommend`.
     """
 
-    def __init__(self, model, processor: SeqRecProcessor, device: str | torch.device | None = None):
+    def __init__(self, model, processor: SeqRecProcessor, device: str | torch.device | None = None, **recommend_kwargs):
         num_items = getattr(model.config, "num_items", None)
         if num_items is not None and num_items != processor.num_items:
             raise ValueError(
                 f"catalog size mismatch: the model predicts {num_items} items but the processor's catalog "
                 f"has {processor.num_items}; load the processor saved with this model"
             )
+        processor.check_model_config(model.config.to_dict(), type(model).__name__)
         query_id = getattr(model.config, "query_token_id", None)
         if query_id is not None and query_id != processor.query_token_id:
             raise ValueError(
@@ -36,13 +37,16 @@ class SeqRecPipeline:
                 raise ValueError("item text mismatch: the model's item token table is not the processor's; load the processor saved with this model")
         self.model = model.eval()
         self.processor = processor
+        self.recommend_kwargs = recommend_kwargs  # e.g. constrained=False, num_beams=30 for generative models
+        if not hasattr(model, "item_scores") and hasattr(processor.format, "items_from_generated"):
+            self.recommend_kwargs.setdefault("sequence_to_item", processor.format.items_from_generated)
         self.full_ranking = hasattr(model, "item_scores")
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         if self.device != next(model.parameters()).device:
             self.model.to(self.device)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, device=None, **model_kwargs) -> "SeqRecPipeline":
+    def from_pretrained(cls, directory: str | os.PathLike, device=None, recommend_kwargs: dict | None = None, **model_kwargs) -> "SeqRecPipeline":
         from transformers import AutoModel
 
         from . import models  # noqa: F401  (registers the methods with the Auto classes)
@@ -52,7 +56,7 @@ class SeqRecPipeline:
             raise FileNotFoundError(f"checkpoint folder not found: {directory}")
         processor = SeqRecProcessor.from_pretrained(directory)
         model = AutoModel.from_pretrained(directory, **model_kwargs)
-        return cls(model, processor, device=device)
+        return cls(model, processor, device=device, **(recommend_kwargs or {}))
 
     def _inputs(self, histories, users=None):
         return self.processor(histories, users=users, return_tensors="pt").to(self.device)
@@ -70,4 +74,6 @@ class SeqRecPipeline:
 
     @torch.no_grad()
     def recommend(self, histories, top_k: int = 10, exclude_history: bool = False, users=None):
-        return self.model.recommend(**self._inputs(histories, users), top_k=top_k, exclude_history=exclude_history)
+        return self.model.recommend(
+            **self._inputs(histories, users), top_k=top_k, exclude_history=exclude_history, **self.recommend_kwargs
+        )

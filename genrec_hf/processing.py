@@ -197,6 +197,16 @@ class GenRecFormat:
         row_out["labels"] = self.item_decoder_tokens(target) if target is not None else []
         return row_out
 
+    def items_from_generated(self, sequences: torch.Tensor) -> torch.LongTensor:
+        """Catalog ids of generated token sequences read as text (-1 where the text is no item).
+
+        Catches beams that spell an item with another token split than the canonical one,
+        which a trie walk would count as invalid (unconstrained decoding)."""
+        if not hasattr(self, "_text_to_item"):
+            self._text_to_item = {text: i for i, text in enumerate(self.item_texts())}
+        texts = self.p.tokenizer.batch_decode(sequences.clamp(min=0), skip_special_tokens=True)
+        return torch.tensor([self._text_to_item.get(t.strip(), -1) for t in texts], dtype=torch.long)
+
     def item_decoder_tokens(self, item: int) -> list[int]:
         return self.p.item_tokens()[item] + [self.p.tokenizer.eos_token_id]
 
@@ -420,4 +430,18 @@ class SeqRecProcessor:
         method = config.pop("method")
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         catalog = ItemCatalog.from_pretrained(os.path.dirname(files[CATALOG_FILE]))
-        return cls(tokenizer, catalog, method=method, **{**config, **overrides})
+        processor = cls(tokenizer, catalog, method=method, **{**config, **overrides})
+        model_config = cached_file(source, "config.json", _raise_exceptions_for_missing_entries=False, **kwargs)
+        if model_config is not None:
+            processor.check_model_config(json.load(open(model_config, encoding="utf-8")), source)
+        return processor
+
+    def check_model_config(self, config: dict, where: str = "the model") -> None:
+        """Fail loudly when a model's config does not fit this processor's catalog and users."""
+        for key, mine in (("num_items", self.num_items), ("num_users", self.num_users if self.method == "genrec" else None)):
+            theirs = config.get(key)
+            if mine is not None and theirs is not None and theirs != mine:
+                raise ValueError(
+                    f"catalog size mismatch: {where} has {key}={theirs} but the processor's "
+                    f"{'catalog' if key == 'num_items' else 'user list'} has {mine}"
+                )

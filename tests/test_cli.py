@@ -72,3 +72,21 @@ def test_evaluate_checkpoint_on_another_catalog_is_refused(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(out_dir), "--dataset", "ml-100k", "--k-core", "50", "--no-progress"]) == 2
     assert "catalog mismatch" in capsys.readouterr().err
+
+
+def test_train_genrec_selects_on_validation_ranking(tmp_path, capsys):
+    out_dir = tmp_path / "genrec"
+    assert main(["train", "--method", "genrec", "--backbone", "tiny", "--output-dir", str(out_dir), "--limit-users", "12",
+                 "--pretrain-max-steps", "1", "--max-steps", "2", "--beam-size", "5", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "valid beams 1.0000" in text  # the trie keeps every beam on the catalog
+    info = json.loads((out_dir / "training_info.json").read_text())
+    assert info["method"] == "genrec" and info["validation"]["users"] == 12
+    assert info["validation"]["valid_ratio"] == 1.0 and "ndcg@10" in info["validation"]
+    for name in ("trie.py", "modeling_genrec.py", "item_catalog.json", "README.md"):
+        assert (out_dir / name).is_file(), name
+    assert main(["recommend", str(out_dir), "--user", "3", "--top-k", "3"]) == 0
+    assert "top-3" in capsys.readouterr().out
+    assert main(["evaluate", str(out_dir), "--split", "valid", "--unconstrained", "--top-k", "5", "--no-progress", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 0.0 <= result["valid_ratio"] <= 1.0 and result["num_users"] == 943

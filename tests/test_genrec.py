@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 import torch
-from transformers import AutoModel, AutoModelForSeq2SeqLM, Trainer, TrainingArguments
+from transformers import AutoModel, AutoModelForSeq2SeqLM, LogitsProcessor, LogitsProcessorList, Trainer, TrainingArguments
 
 from genrec_hf import SeqRecPipeline, SeqRecProcessor
 from genrec_hf.backbones import load_bart
@@ -170,8 +170,20 @@ def test_constrained_recommend_returns_catalog_items(genrec_factory):
     # plain generate() is constrained too: every sequence spells an item
     seq = model.generate(**{k: v for k, v in inputs.items() if k != "history_item_ids"}, num_beams=4, num_return_sequences=4)
     assert bool((model.trie.items_of(seq[:, 1:]) >= 0).all())
-    free = model.recommend(**inputs, top_k=6, constrained=False)
-    assert free.num_generated.tolist() == [6, 6] and bool((free.num_valid <= 6).all())
+
+    class FavourMask(LogitsProcessor):  # pushes every beam towards a token no item starts with
+        def __call__(self, input_ids, scores):
+            scores[:, processor.format.mask_token_id] += 50.0
+            return scores
+
+    nudged = dict(**inputs, top_k=6, logits_processor=LogitsProcessorList([FavourMask()]))
+    free = model.recommend(**nudged, constrained=False)
+    assert free.num_generated.tolist() == [6, 6]
+    assert bool((free.num_valid < 6).all())  # off-catalog beams are counted as invalid ...
+    assert bool((free.item_ids[free.item_ids >= 0] < len(processor.catalog)).all())  # ... and never returned
+    assert bool((free.item_ids[:, -1] == -1).all())
+    kept = model.recommend(**nudged)  # the trie wins over the nudge
+    assert kept.num_valid.tolist() == [6, 6] and bool((kept.item_ids >= 0).all())
 
 
 def test_trainer_runs_two_steps_of_each_stage(genrec_factory, tmp_path):

@@ -12,7 +12,8 @@ from genrec_hf.metrics import rank_metrics, ranked_list_metrics
 
 
 def reference_metrics(scores, targets, ks):
-    """Brute force in plain Python, written from design.md §3 independently of genrec_hf.metrics."""
+    """Brute force in plain Python, written from design.md §3 independently of genrec_hf.metrics
+    (MRR counts ranks up to the largest cut-off)."""
     n_users = len(targets)
     sums = {f"hr@{k}": 0.0 for k in ks} | {f"ndcg@{k}": 0.0 for k in ks} | {"mrr": 0.0}
     for row, target in zip(scores, targets):
@@ -23,7 +24,8 @@ def reference_metrics(scores, targets, ks):
             if rank <= k:
                 sums[f"hr@{k}"] += 1
                 sums[f"ndcg@{k}"] += 1 / math.log2(rank + 1)
-        sums["mrr"] += 1 / rank
+        if rank <= max(ks):
+            sums["mrr"] += 1 / rank
     return {key: v / n_users for key, v in sums.items()}
 
 
@@ -40,7 +42,8 @@ def reference_list_metrics(lists, targets, ks):
                 if rank <= k:
                     sums[f"hr@{k}"] += 1
                     sums[f"ndcg@{k}"] += 1 / math.log2(rank + 1)
-            sums["mrr"] += 1 / rank
+            if rank <= max(ks):
+                sums["mrr"] += 1 / rank
     return {key: v / len(targets) for key, v in sums.items()}
 
 
@@ -82,22 +85,25 @@ def test_ranked_list_metrics_match_brute_force(batch, length, num_items, seed):
 
 
 def test_constant_scores_give_zero():
-    scores = torch.full((7, 50), 3.25)
-    metrics = rank_metrics(scores, torch.arange(7), ks=(1, 5, 10, 20))
-    for key, value in metrics.items():
-        if key != "mrr":
-            assert value == 0.0, key
-    assert metrics["mrr"] == pytest.approx(1 / 50)  # every target ranked last, pessimistically
+    for value in (3.25, float("nan")):
+        scores = torch.full((7, 50), value)
+        metrics = rank_metrics(scores, torch.arange(7), ks=(1, 5, 10, 20))
+        assert all(v == 0.0 for v in metrics.values()), metrics
+    # ... while one item per user above the rest gets its due
+    scores = torch.zeros(3, 50)
+    scores[torch.arange(3), torch.tensor([4, 5, 6])] = 1.0
+    assert rank_metrics(scores, torch.tensor([4, 5, 6]))["mrr"] == 1.0
 
 
 def test_perfect_and_known_ranks():
     scores = torch.tensor([[0.1, 0.9, 0.5], [0.3, 0.3, 0.2], [0.0, 1.0, 2.0]])
     targets = torch.tensor([1, 0, 0])  # ranks: 1, 2 (tie counts against), 3
-    m = rank_metrics(scores, targets, ks=(1, 2))
+    m = rank_metrics(scores, targets, ks=(1, 3))
     assert m["hr@1"] == pytest.approx(1 / 3)
-    assert m["hr@2"] == pytest.approx(2 / 3)
-    assert m["ndcg@2"] == pytest.approx((1 + 1 / math.log2(3)) / 3)
+    assert m["hr@3"] == pytest.approx(3 / 3)
+    assert m["ndcg@3"] == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(4)) / 3)
     assert m["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 3) / 3)
+    assert rank_metrics(scores, targets, ks=(1, 2))["mrr"] == pytest.approx((1 + 1 / 2) / 3)  # rank 3 > K
 
 
 def test_nan_scores_count_as_worst():

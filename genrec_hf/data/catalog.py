@@ -85,7 +85,9 @@ class ItemCatalog:
     """The items of one dataset with contiguous ids ``0..N-1``.
 
     Ids are assigned in the natural order of the original ids (numbers numerically), never in
-    the order items appear in sequences, so the id itself carries no sequence information.
+    the order items appear in sequences. Where the dataset itself numbered items in order of
+    first appearance (P5 files), the ids inherit that order: never write them into model inputs
+    as text (GenRec uses a seeded permutation for that).
     """
 
     def __init__(

@@ -30,7 +30,7 @@ FORMATS = ("ml-100k", "recbole", "ml-1m", "p5", "amazon", "csv")
 
 
 def _natural_key(original_id: str):
-    return (0, int(original_id), "") if original_id.isdigit() else (1, 0, original_id)
+    return (0, int(original_id), original_id) if original_id.isdigit() else (1, 0, original_id)
 
 
 def _stats(sequences: dict[str, list]) -> dict:

@@ -320,9 +320,12 @@ def read_item_table(path: str | os.PathLike, item_column: str = "item") -> dict[
     table = {}
     for row_no, row in enumerate(frame.to_dict("records"), start=2):
         item = row.pop(item_column)
-        if item in (None, ""):
+        if item in (None, "") or item != item:  # item != item: NaN
             raise DataFormatError(f"{path}, row {row_no}: empty {item_column!r}")
-        table[str(item)] = {k: v for k, v in row.items() if v not in (None, "")}
+        item = str(item)
+        if item in table:
+            raise DataFormatError(f"{path}, row {row_no}: item {item!r} is listed twice")
+        table[item] = {k: v for k, v in row.items() if v not in (None, "") and v == v}  # drop empty / NaN
     return table
 
 

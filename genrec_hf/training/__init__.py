@@ -1,6 +1,7 @@
 """Collators, datasets and Trainer metrics per method."""
 
-from .ranking import RankingMetrics, keep_labelled_logits
+from .genrec import GenRecCollator, genrec_datasets
+from .ranking import RankingMetrics, RecommenderEvalCallback, keep_labelled_logits
 from .st2si import (
     SeqRecCollator,
     alignment_rows,
@@ -13,7 +14,10 @@ from .st2si import (
 )
 
 __all__ = [
+    "GenRecCollator",
     "RankingMetrics",
+    "RecommenderEvalCallback",
+    "genrec_datasets",
     "SeqRecCollator",
     "alignment_rows",
     "evaluation_rows",

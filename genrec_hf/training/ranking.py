@@ -14,8 +14,11 @@ VALIDATION_KS = (1, 5, 10, 20)
 def _labelled_rows(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Flatten [batch, queries, items] logits to the rows that carry a label."""
     if logits.ndim == 2:
-        if labels.ndim == 2:  # logits already reduced by keep_labelled_logits: one label per row
-            labels = labels.max(axis=1)
+        if labels.ndim == 2:  # logits reduced by keep_labelled_logits: the label at the same (first labelled) query
+            has_label = labels != -100
+            if (has_label.sum(axis=1) > 1).any():
+                raise ValueError("validation rows must carry one label each (the validation target)")
+            labels = labels[np.arange(len(labels)), has_label.argmax(axis=1)]
         keep = labels != -100
         return logits[keep], labels[keep]
     keep = labels != -100

@@ -32,9 +32,10 @@ class ST2SITrainingConfig:
     tune_mode: str = "ilp"
     max_items: int = 50
     max_item_tokens: int = 32
+    max_length: int | None = None  # input tokens; default: the backbone's position limit
     multi_query: bool = True
     id_alignment: bool = True
-    windows: str = "last"  # training windows per user: "last" (paper) or "all"
+    windows: str | int = "last"  # training windows per user: "last" (paper), "all" or the newest N
     cache_states: bool = True  # ILP mode: compute backbone states once, reuse every epoch
     epochs: float = 10.0
     max_steps: int = -1
@@ -108,14 +109,15 @@ def train_st2si(data, output_dir: str, cfg: ST2SITrainingConfig | None = None, o
     """
     from ..backbones import load_backbone
     from ..models import ST2SIForItemPrediction
+    from ..models.st2si.modeling_st2si import backbone_max_positions
 
     cfg = cfg or ST2SITrainingConfig()
     _check_output_dir(output_dir, overwrite)
     set_seed(cfg.seed)
     backbone, tokenizer = load_backbone(cfg.backbone, texts=data.catalog.texts() + [ST2SI_DEFAULTS["alignment_instruction"]])
     processor = SeqRecProcessor(
-        tokenizer, data.catalog, method="st2si",
-        max_items=cfg.max_items, max_item_tokens=cfg.max_item_tokens, multi_query=cfg.multi_query,
+        tokenizer, data.catalog, method="st2si", max_items=cfg.max_items, max_item_tokens=cfg.max_item_tokens,
+        multi_query=cfg.multi_query, max_length=cfg.max_length or backbone_max_positions(backbone.config),
     )
     model = ST2SIForItemPrediction.from_backbone(
         backbone, num_items=len(data.catalog), query_token_id=processor.query_token_id, vocab_size=len(tokenizer),

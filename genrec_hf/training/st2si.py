@@ -30,40 +30,49 @@ class SeqRecCollator:
         return dict(self.processor.pad({k: [list(f[k]) for f in features] for k in keys}, return_tensors="pt"))
 
 
-def training_windows(sequence: Sequence[int], max_items: int, windows: str = "last") -> list[list[int]]:
-    """Chunks of a training sequence for multi-query rows.
+def training_windows(sequence: Sequence[int], max_items: int, windows: str | int = "last") -> list[tuple[list[int], int | None]]:
+    """Chunks of a training sequence for multi-query rows, oldest first, each with the item that
+    follows it (None for the newest chunk: what follows is the validation target).
 
-    "last": the newest `max_items` items (one row per user; the paper's setting).
-    "all": consecutive chunks from the newest backwards, so every transition is trained on.
+    "last" (= 1): the newest `max_items` items, one row per user (the paper's setting).
+    "all": consecutive chunks from the newest backwards; with the following item as the last
+    query's label, every transition of the sequence is trained on once.
+    An int N: the newest N such chunks (a budget between the two).
     """
     if windows == "last":
-        return [list(sequence[-max_items:])]
-    if windows != "all":
-        raise ValueError(f"windows must be 'last' or 'all', got {windows!r}")
+        windows = 1
+    elif windows == "all":
+        windows = len(sequence)
+    elif isinstance(windows, str) and windows.isdigit():
+        windows = int(windows)
+    if not isinstance(windows, int) or windows < 1:
+        raise ValueError(f"windows must be 'last', 'all' or a positive number, got {windows!r}")
     chunks, end = [], len(sequence)
-    while end > 1:
-        chunks.append(list(sequence[max(0, end - max_items):end]))
+    while end > 0 and len(chunks) < windows:
+        following = sequence[end] if end < len(sequence) else None
+        chunks.append((list(sequence[max(0, end - max_items):end]), following))
         end -= max_items
     return chunks[::-1]
 
 
-def sequence_rows(processor: SeqRecProcessor, sequences: Sequence[Sequence[int]], windows: str = "last") -> list[dict]:
+def sequence_rows(processor: SeqRecProcessor, sequences: Sequence[Sequence[int]], windows: str | int = "last") -> list[dict]:
     """Training rows from training sequences.
 
-    Multi-query: one row per window, a label at every query but the last. Without multi-query
-    (the ablation) one row per prefix of the window, labelled with the item that follows it.
-    Rows without any label (one-item sequences) are skipped.
+    Multi-query: one row per window, a label at every query (the last one: the item after the
+    window, if the sequence goes on). Without multi-query (the ablation) one row per prefix of
+    the window, labelled with the item that follows it. Rows without any label are skipped.
     """
     multi_query = processor.settings["multi_query"]
     rows = []
     for seq in sequences:
-        for chunk in training_windows(seq, processor.settings["max_items"], windows):
+        for chunk, following in training_windows(seq, processor.settings["max_items"], windows):
             if multi_query:
-                row = processor.encode(chunk)
+                row = processor.encode(chunk, following)
                 if any(label != -100 for label in row["labels"]):
                     rows.append(row)
             else:
-                rows.extend(processor.encode(chunk[:j], chunk[j]) for j in range(1, len(chunk)))
+                full = chunk + ([following] if following is not None else [])
+                rows.extend(processor.encode(full[:j], full[j]) for j in range(1, len(full)))
     return rows
 
 

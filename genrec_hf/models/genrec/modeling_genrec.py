@@ -244,19 +244,30 @@ class GenRecForConditionalGeneration(GenRecPreTrainedModel, GenerationMixin):
         constrained: bool | None = None,
         exclude_history: bool = False,
         history_item_ids: torch.LongTensor | None = None,
+        sequence_to_item=None,
         **kwargs,
     ) -> GenRecRecommendationOutput:
-        """Beam search (beams >= top_k), beams mapped to catalog ids, duplicates and invalid beams dropped."""
+        """Beam search (beams >= top_k), beams mapped to catalog ids, duplicates and invalid beams dropped.
+
+        sequence_to_item: optional callable (generated tokens [n, len] -> catalog ids [n]) for
+        beams off the trie, e.g. `processor.format.items_from_generated`, which reads them as
+        text; the pipeline passes it, so unconstrained decoding is not undercounted.
+        Other kwargs (logits_processor, max_new_tokens, ...) go to `generate`.
+        """
         if exclude_history and history_item_ids is None:
             raise ValueError("exclude_history=True needs history_item_ids (the processor returns them)")
-        num_beams = max(num_beams or self.config.beam_size, top_k)
+        num_beams = max(num_beams or self.config.beam_size, top_k, 2)  # 1 beam would be greedy: no beam scores
         out = self.generate(
             input_ids=input_ids, attention_mask=attention_mask,
             token_user_ids=token_user_ids, token_item_ids=token_item_ids,
             num_beams=num_beams, num_return_sequences=num_beams, constrained=constrained,
-            output_scores=True, return_dict_in_generate=True, do_sample=False,
+            output_scores=True, return_dict_in_generate=True, do_sample=False, **kwargs,
         )
-        items = self.trie.items_of(out.sequences[:, 1:]).view(input_ids.shape[0], num_beams)
+        generated = out.sequences[:, 1:]
+        items = self.trie.items_of(generated)
+        if sequence_to_item is not None and bool((items < 0).any()):
+            items = torch.where(items >= 0, items, sequence_to_item(generated).to(items.device))
+        items = items.view(input_ids.shape[0], num_beams)
         scores = out.sequences_scores.view(input_ids.shape[0], num_beams).float()
         item_ids, ranked_scores, num_valid = rank_beams(items, scores, top_k, history_item_ids if exclude_history else None)
         return GenRecRecommendationOutput(

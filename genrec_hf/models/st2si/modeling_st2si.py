@@ -58,6 +58,15 @@ def backbone_hidden_size(text_config) -> int:
     raise ValueError(f"cannot tell the hidden size of a {type(text_config).__name__}")
 
 
+def backbone_max_positions(text_config) -> int | None:
+    """Longest input the backbone's position embeddings allow (None: no fixed limit known)."""
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(text_config, name, None)
+        if value:
+            return int(value)
+    return None
+
+
 def gather_queries(hidden: torch.Tensor, is_query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick the query positions of each row, left to right.
 
@@ -129,6 +138,13 @@ class ST2SIForItemPrediction(ST2SIPreTrainedModel, GenerationMixin):
         self.config.tune_mode = mode
         self.backbone.requires_grad_(mode == "full")
         self.ilp.requires_grad_(True)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.config.tune_mode == "ilp":
+            self.backbone.eval()  # frozen: no dropout, so cached and recomputed states are the same
+        return self
 
     def get_input_embeddings(self):
         return self.backbone.get_input_embeddings()
@@ -143,6 +159,12 @@ class ST2SIForItemPrediction(ST2SIPreTrainedModel, GenerationMixin):
             raise ValueError("config.query_token_id is not set: build the model with the processor's query token id")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        limit = backbone_max_positions(self.config.text_config)
+        if limit is not None and input_ids.shape[1] > limit:
+            raise ValueError(
+                f"input of {input_ids.shape[1]} tokens is longer than the backbone's {limit} positions: "
+                f"build the processor with max_length={limit} (or fewer max_items / max_item_tokens)"
+            )
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         is_query = (input_ids == self.config.query_token_id) & attention_mask.bool()
         if not bool(is_query.any(dim=1).all()):
@@ -231,4 +253,4 @@ class ST2SIForItemPrediction(ST2SIPreTrainedModel, GenerationMixin):
 ST2SIConfig.register_for_auto_class()
 ST2SIForItemPrediction.register_for_auto_class("AutoModel")
 
-__all__ = ["ST2SIForItemPrediction", "ST2SIOutput", "ST2SIPreTrainedModel", "ST2SIRecommendationOutput"]
+__all__ = ["ST2SIForItemPrediction", "backbone_max_positions", "ST2SIOutput", "ST2SIPreTrainedModel", "ST2SIRecommendationOutput"]
