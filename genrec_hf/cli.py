@@ -158,7 +158,7 @@ def _training_config(args):
             id_alignment=not args.no_alignment, windows=args.windows, cache_states=not args.no_cache,
         )
     extra = {"pretrain_max_steps": args.pretrain_max_steps, "finetune_targets": args.finetune_targets,
-             "item_text_ids": args.item_text_ids, "beam_size": args.beam_size}
+             "item_text_ids": args.item_text_ids, "beam_size": args.beam_size, "eval_every": args.eval_every}
     if args.pretrain_epochs is not None:
         extra["pretrain_epochs"] = args.pretrain_epochs
     return GenRecTrainingConfig(**common, **extra)
@@ -259,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--item-text-ids", default="random", choices=("random", "original"),
                     help="numbers in item_<n>: a seeded permutation, or the dataset's ids (may leak)")
     gr.add_argument("--beam-size", type=int, default=20)
+    gr.add_argument("--eval-every", type=float, default=1.0, help="finetuning epochs between validations (default 1)")
     tr.set_defaults(func=cmd_train)
 
     rec = sub.add_parser("recommend", help="top-k items for a user of the checkpoint's dataset")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -72,11 +73,13 @@ def _warmup(ratio: float) -> dict:
 
 def _training_arguments(
     work_dir: str, *, batch_size: int, eval_batch_size: int, learning_rate: float, epochs: float, max_steps: int,
-    seed: int, progress: bool, select_on_validation: bool = True, **extra,
+    seed: int, progress: bool, select_on_validation: bool = True, eval_every_steps: int | None = None, **extra,
 ) -> TrainingArguments:
-    """Shared Trainer settings: evaluate and save every epoch (or at max_steps), keep the best
-    checkpoint by validation NDCG@10, never look at test."""
-    by_steps = max_steps > 0
+    """Shared Trainer settings: evaluate and save every epoch (or at max_steps, or every
+    `eval_every_steps`), keep the best checkpoint by validation NDCG@10, never look at test."""
+    by_steps = max_steps > 0 or eval_every_steps is not None
+    if eval_every_steps is None and max_steps > 0:
+        eval_every_steps = max_steps
     strategy = ("steps" if by_steps else "epoch") if select_on_validation else "no"
     return TrainingArguments(
         output_dir=work_dir,
@@ -87,8 +90,8 @@ def _training_arguments(
         max_steps=max_steps,
         eval_strategy=strategy,
         save_strategy=strategy,
-        eval_steps=max_steps if by_steps and select_on_validation else None,
-        save_steps=max_steps if by_steps and select_on_validation else None,
+        eval_steps=eval_every_steps if by_steps and select_on_validation else None,
+        save_steps=eval_every_steps if by_steps and select_on_validation else None,
         load_best_model_at_end=select_on_validation,
         metric_for_best_model="ndcg@10" if select_on_validation else None,
         greater_is_better=True if select_on_validation else None,
@@ -152,22 +155,7 @@ def train_st2si(data, output_dir: str, cfg: ST2SITrainingConfig | None = None, o
         compute_metrics=RankingMetrics(),
         **extra,
     )
-    trainer.train()
-    valid_metrics = trainer.evaluate()
-    model = trainer.model
-    save_checkpoint(model, processor, output_dir, info={
-        "method": "st2si",
-        "dataset": dataset_spec or {"source": data.name},
-        "dataset_stats": data.stats(),
-        "training": asdict(cfg),
-        "best_checkpoint": trainer.state.best_model_checkpoint and os.path.basename(trainer.state.best_model_checkpoint),
-        "validation": {
-            **{k.removeprefix("eval_"): v for k, v in valid_metrics.items() if "@" in k or k.endswith("mrr")},
-            "users": len(valid_ds),
-        },
-    })
-    shutil.rmtree(work_dir, ignore_errors=True)  # the best model is saved above
-    return model, processor, valid_metrics
+    return _train_and_save(trainer, processor, output_dir, "st2si", data, cfg, dataset_spec)
 
 
 @dataclass
@@ -190,6 +178,7 @@ class GenRecTrainingConfig:
     item_text_ids: str = "random"  # or "original" (the dataset's ids; may leak the target)
     finetune_targets: str = "last"  # "last" (paper) or "random" (a random cut point per epoch)
     beam_size: int = 20
+    eval_every: float = 1.0  # finetuning epochs between validations (beam search over all users is slow on CPU)
     seed: int = 42
     limit_users: int | None = None
     progress: bool = True
@@ -241,26 +230,50 @@ def train_genrec(data, output_dir: str, cfg: GenRecTrainingConfig | None = None,
                 data_collator=GenRecCollator(processor, "pretrain", seed=cfg.seed)).train()
         shutil.rmtree(work_dir + "-pretrain", ignore_errors=True)
     train_ds, valid_ds = genrec_datasets(data, "finetune", cfg.limit_users)
-    args = _training_arguments(work_dir, epochs=cfg.epochs, max_steps=cfg.max_steps, **common)
+    every = None
+    if cfg.max_steps <= 0 and cfg.eval_every != 1.0:
+        every = max(1, round(math.ceil(len(train_ds) / cfg.batch_size) * cfg.eval_every))
+    args = _training_arguments(work_dir, epochs=cfg.epochs, max_steps=cfg.max_steps, eval_every_steps=every, **common)
     trainer = Trainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds,
         data_collator=GenRecCollator(processor, "finetune", finetune_targets=cfg.finetune_targets, seed=cfg.seed),
         callbacks=[RecommenderEvalCallback(processor, valid_ds, batch_size=cfg.eval_batch_size, top_k=cfg.beam_size)],
     )
+    return _train_and_save(trainer, processor, output_dir, "genrec", data, cfg, dataset_spec)
+
+
+def _logged_eval(state, best_checkpoint: str | None) -> dict:
+    """The validation metrics logged at the best checkpoint's step (spares one more evaluation,
+    which for generative models means beam search over every validation user)."""
+    if not best_checkpoint:
+        return {}
+    step = int(best_checkpoint.rsplit("-", 1)[-1])
+    merged = {}
+    for entry in state.log_history:
+        if entry.get("step") == step and any(k.startswith("eval_") for k in entry):
+            merged.update(entry)
+    return merged if "eval_ndcg@10" in merged else {}
+
+
+def _train_and_save(trainer: Trainer, processor, output_dir: str, method: str, data, cfg, dataset_spec):
+    """Train, re-evaluate the best (validation) model, save it with its training info, drop the
+    Trainer's intermediate checkpoints. Returns (model, processor, validation metrics)."""
     trainer.train()
-    valid_metrics = trainer.evaluate()
     model = trainer.model
+    best = trainer.state.best_model_checkpoint
+    valid_metrics = _logged_eval(trainer.state, best) or trainer.evaluate()
     save_checkpoint(model, processor, output_dir, info={
-        "method": "genrec",
+        "method": method,
         "dataset": dataset_spec or {"source": data.name},
         "dataset_stats": data.stats(),
         "training": asdict(cfg),
+        "best_checkpoint": best and os.path.basename(best),
         "validation": {
             **{k.removeprefix("eval_"): v for k, v in valid_metrics.items() if "@" in k or k.endswith(("mrr", "ratio"))},
-            "users": len(valid_ds),
+            "users": len(trainer.eval_dataset),
         },
     })
-    shutil.rmtree(work_dir, ignore_errors=True)
+    shutil.rmtree(trainer.args.output_dir, ignore_errors=True)  # the best model is saved above
     return model, processor, valid_metrics
 
 
