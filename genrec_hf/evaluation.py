@@ -41,8 +41,12 @@ class EvaluationResult:
     settings: dict = field(default_factory=dict)
 
     def format(self) -> str:
+        ranking = (
+            f"top-{self.settings['top_k']} lists from generation" if "top_k" in self.settings
+            else "full ranking, pessimistic ties"
+        )
         lines = [
-            f"split={self.split} users={self.num_users} full ranking, pessimistic ties, "
+            f"split={self.split} users={self.num_users} {ranking}, "
             f"history items {'excluded' if self.exclude_history else 'not excluded'}"
         ]
         if self.valid_ratio is not None:
