@@ -23,7 +23,6 @@ from transformers import AutoModel
 import genrec_hf
 from genrec_hf import SeqRecPipeline, SeqRecProcessor, load_sequences
 from genrec_hf.baselines import PopularityRecommender
-from genrec_hf.cli import format_stats
 from genrec_hf.evaluation import evaluate_recommender
 from genrec_hf.metrics import format_metrics
 from genrec_hf.training.recipes import ST2SITrainingConfig, record_results, train_st2si
@@ -42,7 +41,7 @@ def main():
     start = time.time()
 
     data = load_sequences("ml-100k")
-    print(format_stats(data))
+    print(data.describe())
 
     popularity = PopularityRecommender.fit(data.splits["train"]["items"], len(data.catalog))
     pop_test = evaluate_recommender(popularity, data.splits["test"], limit=args.limit_users, split_name="test (popularity)")

@@ -18,7 +18,6 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from genrec_hf import SeqRecPipeline, SeqRecProcessor, load_sequences
 from genrec_hf.backbones import load_bart
-from genrec_hf.cli import format_stats
 from genrec_hf.evaluation import evaluate_recommender
 from genrec_hf.models import GenRecForConditionalGeneration
 from genrec_hf.training import RecommenderEvalCallback
@@ -49,7 +48,7 @@ def main():
     set_seed(training_args.seed)
 
     data = load_sequences(gargs.dataset, format=gargs.format, k_core=gargs.k_core)
-    print(format_stats(data))
+    print(data.describe())
     users = list(data.splits["train"]["user"])
     numbers = range(len(data.catalog)) if gargs.item_text_ids == "random" else data.catalog.original_ids
     texts = [f"item_{n}" for n in numbers] + [f"user_{r}" for r in range(len(users) + 1)] + ["user_unk"]

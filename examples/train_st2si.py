@@ -16,7 +16,6 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from genrec_hf import SeqRecPipeline, SeqRecProcessor, ST2SIForItemPrediction, load_sequences
 from genrec_hf.backbones import load_backbone
-from genrec_hf.cli import format_stats
 from genrec_hf.evaluation import evaluate_recommender
 from genrec_hf.models.st2si.modeling_st2si import backbone_max_positions
 from genrec_hf.processing import ST2SI_DEFAULTS
@@ -56,7 +55,7 @@ def main():
 
     data = load_sequences(data_args.dataset, format=data_args.format, k_core=data_args.k_core,
                           item_file=data_args.item_file, template=data_args.template)
-    print(format_stats(data))
+    print(data.describe())
 
     backbone, tokenizer = load_backbone(model_args.backbone, texts=data.catalog.texts() + [ST2SI_DEFAULTS["alignment_instruction"]])
     processor = SeqRecProcessor(tokenizer, data.catalog, method="st2si", max_items=model_args.max_items,

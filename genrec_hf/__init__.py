@@ -5,12 +5,14 @@ Importing the package registers every method's config and model with the Auto cl
 
 from . import models
 from .data import ItemCatalog, load_sequences
-from .models import ST2SIConfig, ST2SIForItemPrediction
+from .models import GenRecConfig, GenRecForConditionalGeneration, ST2SIConfig, ST2SIForItemPrediction
 from .pipeline import SeqRecPipeline
 from .processing import SeqRecProcessor
 from .version import __version__
 
 __all__ = [
+    "GenRecConfig",
+    "GenRecForConditionalGeneration",
     "ItemCatalog",
     "ST2SIConfig",
     "ST2SIForItemPrediction",

@@ -54,26 +54,9 @@ def _checkpoint_data(args, directory: str):
     info = read_training_info(directory)
     dataset_given = args.dataset is not None
     if not dataset_given and "dataset" not in info:
-        raise ValueError(f"{directory} does not record its dataset ({'training_info.json'} missing): pass --dataset")
+        raise ValueError(f"{directory} does not record its dataset (no training_info.json): pass --dataset")
     data = _load(args) if dataset_given else _load_spec(info["dataset"])
     return data
-
-
-def format_stats(data) -> str:
-    s, r = data.stats(), data.raw_stats
-    lines = [
-        f"dataset {data.name}       {'raw':>10} {'filtered':>10}",
-        f"  users              {r['users']:>10} {s['users']:>10}",
-        f"  items              {r['items']:>10} {s['items']:>10}",
-        f"  interactions       {r['interactions']:>10} {s['interactions']:>10}",
-        f"  avg length         {r['avg_length']:>10.2f} {s['avg_length']:>10.2f}",
-    ]
-    rep = data.filter_report
-    lines.append(
-        f"  filter: k_core={rep.get('k_core')}, dropped {rep.get('dropped_users', 0)} users "
-        f"({rep.get('dropped_users_below_3', 0)} with < 3 interactions) and {rep.get('dropped_items', 0)} items"
-    )
-    return "\n".join(lines)
 
 
 def cmd_data_stats(args) -> int:
@@ -81,7 +64,7 @@ def cmd_data_stats(args) -> int:
     if args.json:
         print(json.dumps({"raw": data.raw_stats, "filtered": data.stats(), "filter": data.filter_report}))
     else:
-        print(format_stats(data))
+        print(data.describe())
     return 0
 
 
@@ -135,7 +118,7 @@ def cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps({"method": args.method, "dataset": data.stats(), **result.to_dict()}))
     else:
-        print(format_stats(data))
+        print(data.describe())
         print(f"\nmethod {args.method}")
         print(result.format())
     return 0
@@ -177,7 +160,7 @@ def cmd_train(args) -> int:
     if args.dataset is None:
         args.dataset = "ml-100k"
     data = _load(args)
-    print(format_stats(data))
+    print(data.describe())
     cfg = _training_config(args)
     model, processor, valid = trainers[args.method](data, args.output_dir, cfg, overwrite=args.overwrite, dataset_spec=_dataset_spec(args))
     shown = {k.removeprefix("eval_"): v for k, v in valid.items() if "@" in k or k.endswith(("mrr", "ratio"))}

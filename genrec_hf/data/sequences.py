@@ -65,6 +65,19 @@ class SequenceData:
     def stats(self) -> dict:
         return _stats(self.sequences)
 
+    def describe(self) -> str:
+        """Raw and filtered statistics as a small table (printed with every result)."""
+        s, r, rep = self.stats(), self.raw_stats, self.filter_report
+        rows = [("users", "users", "d"), ("items", "items", "d"), ("interactions", "interactions", "d"),
+                ("avg length", "avg_length", ".2f")]
+        lines = [f"dataset {self.name:<13}{'raw':>10} {'filtered':>10}"]
+        lines += [f"  {name:<19}{r[key]:>10{fmt}} {s[key]:>10{fmt}}" for name, key, fmt in rows]
+        lines.append(
+            f"  filter: k_core={rep.get('k_core')}, dropped {rep.get('dropped_users', 0)} users "
+            f"({rep.get('dropped_users_below_3', 0)} with < 3 interactions) and {rep.get('dropped_items', 0)} items"
+        )
+        return "\n".join(lines)
+
     def __repr__(self) -> str:
         s = self.stats()
         return (
