@@ -63,6 +63,12 @@ def tiny_config(model_type: str = "llama", vocab_size: int = 2000, **overrides):
     return AutoConfig.for_model(model_type, vocab_size=vocab_size, **sizes)
 
 
+def _check_pretrained_spec(spec: str, built_in: str, example: str = "org/name") -> None:
+    """A backbone that is neither built in nor a local folder must look like a Hub id."""
+    if not Path(spec).exists() and "/" not in spec:
+        raise FileNotFoundError(f"unknown backbone {spec!r}: use {built_in}, a local model folder or a Hub id ({example})")
+
+
 def load_backbone(spec: str, texts: Iterable[str] | None = None, dtype=None):
     """(base model, tokenizer) for a backbone spec.
 
@@ -87,10 +93,7 @@ def load_backbone(spec: str, texts: Iterable[str] | None = None, dtype=None):
         if getattr(model.config, "quantization_config", None) is not None:
             delattr(model.config, "quantization_config")
         return model, tokenizer
-    if not Path(spec).exists() and "/" not in spec:
-        raise FileNotFoundError(
-            f"unknown backbone {spec!r}: use 'tiny', 'smollm2-135m', a local model folder or a Hub id (org/name)"
-        )
+    _check_pretrained_spec(spec, "'tiny', 'smollm2-135m'")
     tokenizer = AutoTokenizer.from_pretrained(spec)
     model = AutoModel.from_pretrained(spec, dtype=dtype)
     return model, tokenizer
@@ -123,10 +126,7 @@ def load_bart(spec: str, texts: Iterable[str] | None = None, vocab_size: int = 2
             decoder_start_token_id=tokenizer.eos_token_id, forced_eos_token_id=None, **BART_SIZES[spec],
         )
         return BartForConditionalGeneration(config), tokenizer
-    if not Path(spec).exists() and "/" not in spec:
-        raise FileNotFoundError(
-            f"unknown BART backbone {spec!r}: use {sorted(BART_SIZES)}, a local BART folder or a Hub id (e.g. facebook/bart-base)"
-        )
+    _check_pretrained_spec(spec, f"{sorted(BART_SIZES)}", "e.g. facebook/bart-base")
     tokenizer = AutoTokenizer.from_pretrained(spec)
     model = BartForConditionalGeneration.from_pretrained(spec, dtype=dtype)
     return model, tokenizer

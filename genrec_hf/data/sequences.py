@@ -65,6 +65,13 @@ class SequenceData:
     def stats(self) -> dict:
         return _stats(self.sequences)
 
+    def train_valid(self, limit_users: int | None = None):
+        """(train, valid) splits, optionally only their first `limit_users` users (smoke runs)."""
+        train, valid = self.splits["train"], self.splits["valid"]
+        if limit_users is not None:
+            train, valid = train.select(range(min(limit_users, len(train)))), valid.select(range(min(limit_users, len(valid))))
+        return train, valid
+
     def describe(self) -> str:
         """Raw and filtered statistics as a small table (printed with every result)."""
         s, r, rep = self.stats(), self.raw_stats, self.filter_report

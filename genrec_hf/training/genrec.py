@@ -58,9 +58,7 @@ class GenRecCollator:
 
 def genrec_datasets(data, stage: str, limit_users: int | None = None) -> tuple[Dataset, Dataset]:
     """(train, validation) raw rows; finetuning skips users with a single training item."""
-    train, valid = data.splits["train"], data.splits["valid"]
-    if limit_users is not None:
-        train, valid = train.select(range(limit_users)), valid.select(range(limit_users))
+    train, valid = data.train_valid(limit_users)
     min_items = 2 if stage == "finetune" else 1
     train = train.filter(lambda row: len(row["items"]) >= min_items)
     return train, valid

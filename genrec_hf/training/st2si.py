@@ -105,9 +105,7 @@ def st2si_datasets(
     limit_users: int | None = None,
 ) -> tuple[Dataset, Dataset]:
     """(train, validation) `datasets.Dataset`s of tokenized rows for full tuning."""
-    train_split, valid_split = data.splits["train"], data.splits["valid"]
-    if limit_users is not None:
-        train_split, valid_split = train_split.select(range(limit_users)), valid_split.select(range(limit_users))
+    train_split, valid_split = data.train_valid(limit_users)
     rows = sequence_rows(processor, train_split["items"], windows)
     if id_alignment:
         rows += alignment_rows(processor)
@@ -165,9 +163,7 @@ def ilp_feature_datasets(
     """
     if model.config.tune_mode != "ilp":
         raise ValueError("precomputed states are for tune_mode='ilp' only: a trained backbone changes them")
-    train_split, valid_split = data.splits["train"], data.splits["valid"]
-    if limit_users is not None:
-        train_split, valid_split = train_split.select(range(limit_users)), valid_split.select(range(limit_users))
+    train_split, valid_split = data.train_valid(limit_users)
     train_rows = sequence_rows(processor, train_split["items"], windows)
     if id_alignment:
         train_rows += alignment_rows(processor)
