@@ -70,8 +70,9 @@ def main():
     users = data.splits["test"].select(range(args.show_users))
     histories = [h for h in users["history"]]
     inputs = reloaded_processor(histories)
-    with torch.no_grad():
-        same = torch.allclose(reloaded.item_scores(**inputs), model.item_scores(**inputs.to(model.device)).cpu(), atol=1e-5)
+    with torch.no_grad():  # the trained model may sit on a GPU; BatchEncoding.to would move `inputs` in place
+        trained = model.item_scores(**{k: v.to(model.device) for k, v in inputs.items()}).cpu()
+        same = torch.allclose(reloaded.item_scores(**inputs), trained, atol=1e-5)
     print(f"reloaded scores match the trained model: {same}")
     out = reloaded.recommend(**inputs, top_k=10, exclude_history=True)
     for user, history, top in zip(users["user"], histories, out.item_ids):

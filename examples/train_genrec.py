@@ -5,9 +5,10 @@
 
 `--backbone` is a BART folder / Hub id (the paper: facebook/bart-base, learning rate 1e-5) or a
 random-init size (tiny, bart-small) when no weights are at hand. `TrainingArguments` flags apply
-to the finetuning stage (the pretraining stage reuses them with its own epoch count). The best
-finetuning epoch is chosen on validation NDCG@10 (beam search over the catalog trie); test is
-evaluated once at the end.
+to the finetuning stage (the pretraining stage reuses them with its own epoch count). By default
+the best finetuning epoch is chosen on validation NDCG@10 (beam search over the catalog trie;
+`--eval_strategy` / `--metric_for_best_model` override it); test is evaluated once at the end.
+The output folder is a full checkpoint (`genrec-hf evaluate DIR` works on it).
 """
 
 import copy
@@ -20,8 +21,9 @@ from genrec_hf import SeqRecPipeline, SeqRecProcessor, load_sequences
 from genrec_hf.backbones import load_bart
 from genrec_hf.evaluation import evaluate_recommender
 from genrec_hf.models import GenRecForConditionalGeneration
-from genrec_hf.training import RecommenderEvalCallback
+from genrec_hf.training import SELECT_ON_VALIDATION, RecommenderEvalCallback
 from genrec_hf.training.genrec import GenRecCollator, genrec_datasets
+from genrec_hf.training.recipes import record_results, save_checkpoint, selection_record
 
 
 @dataclass
@@ -34,17 +36,17 @@ class GenRecArguments:
     max_items: int = field(default=50, metadata={"help": "history window in items"})
     max_length: int = field(default=512, metadata={"help": "encoder tokens (paper: 512)"})
     item_text_ids: str = field(default="random", metadata={"help": "random (seeded permutation) | original (may leak)"})
-    finetune_targets: str = field(default="last", metadata={"help": "last (paper) | random cut point per epoch"})
+    finetune_targets: str = field(default="last", metadata={"help": "last training item (the paper's target, one step earlier so validation stays unseen) | random cut point per epoch"})
+    unknown_user_prob: float = field(default=0.1, metadata={"help": "share of training rows shown as the unknown user (0 = the paper)"})
     beam_size: int = field(default=20, metadata={"help": "beams for recommendation (paper: 20)"})
     limit_users: int | None = field(default=None, metadata={"help": "smoke runs: first N users"})
 
 
 def main():
     parser = HfArgumentParser((GenRecArguments, TrainingArguments))
+    parser.set_defaults(**SELECT_ON_VALIDATION)  # model selection on validation only
     gargs, training_args = parser.parse_args_into_dataclasses()
     training_args.remove_unused_columns = False  # rows are raw sequences; the collators tokenize
-    training_args.metric_for_best_model = training_args.metric_for_best_model or "ndcg@10"
-    training_args.greater_is_better = True
     set_seed(training_args.seed)
 
     data = load_sequences(gargs.dataset, format=gargs.format, k_core=gargs.k_core)
@@ -70,21 +72,32 @@ def main():
         pretrain_args.load_best_model_at_end = False
         train_ds, _ = genrec_datasets(data, "pretrain", gargs.limit_users)
         Trainer(model=model, args=pretrain_args, train_dataset=train_ds,
-                data_collator=GenRecCollator(processor, "pretrain", seed=training_args.seed)).train()
+                data_collator=GenRecCollator(processor, "pretrain", seed=training_args.seed,
+                                             unknown_user_prob=gargs.unknown_user_prob)).train()
 
     # stage 2: [MASK] appended, the last training item as the target; validation ranking each eval
     train_ds, valid_ds = genrec_datasets(data, "finetune", gargs.limit_users)
     trainer = Trainer(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=valid_ds,
-        data_collator=GenRecCollator(processor, "finetune", finetune_targets=gargs.finetune_targets, seed=training_args.seed),
+        data_collator=GenRecCollator(processor, "finetune", finetune_targets=gargs.finetune_targets, seed=training_args.seed,
+                                     unknown_user_prob=gargs.unknown_user_prob),
         callbacks=[RecommenderEvalCallback(processor, valid_ds, top_k=gargs.beam_size)],
     )
     trainer.train()
-    print("validation:", trainer.evaluate())
-    trainer.save_model(training_args.output_dir)
-    processor.save_pretrained(training_args.output_dir)
+    selection = selection_record(trainer)  # before the re-evaluation below adds to the log
+    valid = trainer.evaluate()
+    print("validation:", valid)
+    save_checkpoint(trainer.model, processor, training_args.output_dir, info={
+        "method": "genrec",
+        "dataset": {"source": gargs.dataset, "format": gargs.format, "k_core": gargs.k_core},
+        "dataset_stats": data.stats(),
+        "training": {**vars(gargs), "learning_rate": training_args.learning_rate, "epochs": training_args.num_train_epochs},
+        **selection,
+        "validation": {k.removeprefix("eval_"): v for k, v in valid.items() if "@" in k or k.endswith(("mrr", "ratio"))},
+    })
     test = evaluate_recommender(SeqRecPipeline(trainer.model, processor), data.splits["test"], limit=gargs.limit_users,
                                 top_k=gargs.beam_size)
+    record_results(training_args.output_dir, test)
     print(test.format())
 
 

@@ -5,8 +5,10 @@
 
 All `TrainingArguments` flags work (--per_device_train_batch_size, --gradient_accumulation_steps,
 --bf16, --activation_checkpointing/--gradient_checkpointing, ...). Evaluation, checkpoint saving and
-best-model selection run on the validation split (NDCG@10), never on test; test is evaluated
-once at the end with the shared evaluator.
+best-model selection run on the validation split by default (every epoch, NDCG@10; any
+`--eval_strategy` / `--metric_for_best_model` given overrides it), never on test; test is
+evaluated once at the end with the shared evaluator. The output folder is a full checkpoint:
+`genrec-hf evaluate DIR` and `genrec-hf recommend DIR --user ID` work on it.
 """
 
 from dataclasses import dataclass, field
@@ -19,7 +21,15 @@ from genrec_hf.backbones import load_backbone
 from genrec_hf.evaluation import evaluate_recommender
 from genrec_hf.models.st2si.modeling_st2si import backbone_max_positions
 from genrec_hf.processing import ST2SI_DEFAULTS
-from genrec_hf.training import RankingMetrics, SeqRecCollator, ilp_feature_datasets, keep_labelled_logits, st2si_datasets
+from genrec_hf.training import (
+    SELECT_ON_VALIDATION,
+    RankingMetrics,
+    SeqRecCollator,
+    ilp_feature_datasets,
+    keep_labelled_logits,
+    st2si_datasets,
+)
+from genrec_hf.training.recipes import record_results, save_checkpoint, selection_record
 
 
 @dataclass
@@ -47,10 +57,8 @@ class ModelArguments:
 
 def main():
     parser = HfArgumentParser((DataArguments, ModelArguments, TrainingArguments))
+    parser.set_defaults(**SELECT_ON_VALIDATION)  # model selection on validation only
     data_args, model_args, training_args = parser.parse_args_into_dataclasses()
-    # model selection on validation only
-    training_args.metric_for_best_model = training_args.metric_for_best_model or "ndcg@10"
-    training_args.greater_is_better = True
     set_seed(training_args.seed)
 
     data = load_sequences(data_args.dataset, format=data_args.format, k_core=data_args.k_core,
@@ -82,11 +90,22 @@ def main():
     trainer = Trainer(model=model, args=training_args, train_dataset=train_ds, eval_dataset=valid_ds,
                       compute_metrics=RankingMetrics(), **extra)
     trainer.train()
-    print("validation:", trainer.evaluate())
+    selection = selection_record(trainer)  # before the re-evaluation below adds to the log
+    valid = trainer.evaluate()
+    print("validation:", valid)
 
-    trainer.save_model(training_args.output_dir)
-    processor.save_pretrained(training_args.output_dir)
+    save_checkpoint(trainer.model, processor, training_args.output_dir, info={
+        "method": "st2si",
+        "dataset": {"source": data_args.dataset, "format": data_args.format, "k_core": data_args.k_core,
+                    "item_file": data_args.item_file, "template": data_args.template},
+        "dataset_stats": data.stats(),
+        "training": {**vars(data_args), **vars(model_args), "learning_rate": training_args.learning_rate,
+                     "epochs": training_args.num_train_epochs},
+        **selection,
+        "validation": {k.removeprefix("eval_"): v for k, v in valid.items() if "@" in k or k.endswith("mrr")},
+    })
     test = evaluate_recommender(SeqRecPipeline(trainer.model, processor), data.splits["test"], limit=data_args.limit_users)
+    record_results(training_args.output_dir, test)
     print(test.format())
 
 

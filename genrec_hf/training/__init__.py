@@ -1,7 +1,7 @@
 """Collators, datasets and Trainer metrics per method."""
 
 from .genrec import GenRecCollator, genrec_datasets
-from .ranking import RankingMetrics, RecommenderEvalCallback, keep_labelled_logits
+from .ranking import SELECT_ON_VALIDATION, RankingMetrics, RecommenderEvalCallback, keep_labelled_logits
 from .st2si import (
     SeqRecCollator,
     alignment_rows,
@@ -17,6 +17,7 @@ __all__ = [
     "GenRecCollator",
     "RankingMetrics",
     "RecommenderEvalCallback",
+    "SELECT_ON_VALIDATION",
     "genrec_datasets",
     "SeqRecCollator",
     "alignment_rows",

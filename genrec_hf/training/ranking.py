@@ -10,6 +10,19 @@ from ..metrics import metrics_from_ranks, target_ranks
 
 VALIDATION_KS = (1, 5, 10, 20)
 
+# TrainingArguments defaults for selecting the best checkpoint on validation ranking quality.
+# Set them on the parser (`HfArgumentParser.set_defaults`) before parsing: TrainingArguments
+# derives greater_is_better from metric_for_best_model in __post_init__, so a metric the user
+# names on the command line (e.g. "loss") keeps its own direction.
+SELECT_ON_VALIDATION = {
+    "eval_strategy": "epoch",
+    "save_strategy": "epoch",
+    "load_best_model_at_end": True,
+    "metric_for_best_model": "ndcg@10",
+    "save_total_limit": 1,
+    "report_to": "none",
+}
+
 
 def _labelled_rows(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Flatten [batch, queries, items] logits to the rows that carry a label."""

@@ -1,0 +1,68 @@
+"""The Trainer example scripts: validation-only model selection by default, a full checkpoint folder."""
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+from genrec_hf.cli import main as cli
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(name: str, argv: list[str], monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", [name, *argv])
+    runpy.run_path(str(EXAMPLES / name), run_name="__main__")
+
+
+def best_selection(out_dir: Path) -> dict:
+    """How the model was selected, as the script recorded it in training_info.json."""
+    info = json.loads((out_dir / "training_info.json").read_text())
+    assert info["best_checkpoint"], "no checkpoint was selected on validation"
+    return info
+
+
+@pytest.mark.parametrize("tune_mode", ["ilp", "full"])
+def test_train_st2si_example_selects_on_validation_ndcg(tmp_path, monkeypatch, capsys, tune_mode):
+    out_dir = tmp_path / "st2si"
+    run_example("train_st2si.py", [
+        "--backbone", "tiny", "--limit_users", "12", "--max_items", "4", "--tune_mode", tune_mode,
+        "--output_dir", str(out_dir), "--num_train_epochs", "2", "--per_device_train_batch_size", "8",
+        "--use_cpu", "--disable_tqdm", "true",
+    ], monkeypatch)
+    info = best_selection(out_dir)
+    evals = [e for e in info["validation_history"] if "ndcg@10" in e]
+    assert len(evals) >= 2 and {e["epoch"] for e in evals} >= {1.0, 2.0}  # validated every epoch, no flag given
+    assert info["metric_for_best_model"] == "ndcg@10"
+    assert info["best_metric"] == max(e["ndcg@10"] for e in evals)
+    assert info["method"] == "st2si" and info["test"]["users"] == 12 and "ndcg@10" in info["validation"]
+    capsys.readouterr()
+    assert cli(["evaluate", str(out_dir), "--split", "valid", "--no-progress", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_users"] == 943
+
+
+def test_train_st2si_example_keeps_a_metric_the_user_names(tmp_path, monkeypatch):
+    out_dir = tmp_path / "st2si-loss"
+    run_example("train_st2si.py", [
+        "--backbone", "tiny", "--limit_users", "8", "--max_items", "3", "--output_dir", str(out_dir),
+        "--num_train_epochs", "2", "--metric_for_best_model", "loss", "--use_cpu", "--disable_tqdm", "true",
+    ], monkeypatch)
+    info = best_selection(out_dir)
+    losses = [e["loss"] for e in info["validation_history"] if "loss" in e]
+    assert len(set(losses)) > 1 and info["metric_for_best_model"] == "loss"
+    assert info["best_metric"] == min(losses)  # a loss is minimised, not maximised
+
+
+def test_train_genrec_example_pretrains_then_selects_on_validation(tmp_path, monkeypatch):
+    out_dir = tmp_path / "genrec"
+    run_example("train_genrec.py", [
+        "--backbone", "tiny", "--limit_users", "10", "--pretrain_epochs", "1", "--beam_size", "5",
+        "--output_dir", str(out_dir), "--num_train_epochs", "2", "--use_cpu", "--disable_tqdm", "true",
+    ], monkeypatch)
+    info = best_selection(out_dir)
+    evals = [e for e in info["validation_history"] if "ndcg@10" in e]
+    assert {e["epoch"] for e in evals} >= {1.0, 2.0} and info["metric_for_best_model"] == "ndcg@10"
+    assert info["best_metric"] == max(e["ndcg@10"] for e in evals)
+    assert info["method"] == "genrec" and info["test"]["users"] == 10
