@@ -63,10 +63,18 @@ def tiny_config(model_type: str = "llama", vocab_size: int = 2000, **overrides):
     return AutoConfig.for_model(model_type, vocab_size=vocab_size, **sizes)
 
 
-def _check_pretrained_spec(spec: str, built_in: str, example: str = "org/name") -> None:
-    """A backbone that is neither built in nor a local folder must look like a Hub id."""
-    if not Path(spec).exists() and "/" not in spec:
-        raise FileNotFoundError(f"unknown backbone {spec!r}: use {built_in}, a local model folder or a Hub id ({example})")
+def _load_pretrained(spec: str, load, built_in: str, example: str = "org/name"):
+    """`load(spec)` for a local folder or Hub id (canonical ids such as `gpt2` included); when it
+    fails for a spec that is not a local folder, say which backbones exist."""
+    try:
+        return load(spec)
+    except OSError as err:
+        if Path(spec).exists():
+            raise
+        raise FileNotFoundError(
+            f"unknown backbone {spec!r}: use {built_in}, a local model folder or a Hub id ({example}) "
+            f"that can be reached ({err})"
+        ) from err
 
 
 def load_backbone(spec: str, texts: Iterable[str] | None = None, dtype=None):
@@ -93,10 +101,9 @@ def load_backbone(spec: str, texts: Iterable[str] | None = None, dtype=None):
         if getattr(model.config, "quantization_config", None) is not None:
             delattr(model.config, "quantization_config")
         return model, tokenizer
-    _check_pretrained_spec(spec, "'tiny', 'smollm2-135m'")
-    tokenizer = AutoTokenizer.from_pretrained(spec)
-    model = AutoModel.from_pretrained(spec, dtype=dtype)
-    return model, tokenizer
+    return _load_pretrained(
+        spec, lambda s: (AutoModel.from_pretrained(s, dtype=dtype), AutoTokenizer.from_pretrained(s)), "'tiny', 'smollm2-135m'"
+    )
 
 
 # random-init BART sizes for runs without pretrained weights (no bart-base offline)
@@ -126,7 +133,7 @@ def load_bart(spec: str, texts: Iterable[str] | None = None, vocab_size: int = 2
             decoder_start_token_id=tokenizer.eos_token_id, forced_eos_token_id=None, **BART_SIZES[spec],
         )
         return BartForConditionalGeneration(config), tokenizer
-    _check_pretrained_spec(spec, f"{sorted(BART_SIZES)}", "e.g. facebook/bart-base")
-    tokenizer = AutoTokenizer.from_pretrained(spec)
-    model = BartForConditionalGeneration.from_pretrained(spec, dtype=dtype)
-    return model, tokenizer
+    return _load_pretrained(
+        spec, lambda s: (BartForConditionalGeneration.from_pretrained(s, dtype=dtype), AutoTokenizer.from_pretrained(s)),
+        f"{sorted(BART_SIZES)}", "e.g. facebook/bart-base",
+    )

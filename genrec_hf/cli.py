@@ -141,7 +141,8 @@ def _training_config(args):
             id_alignment=not args.no_alignment, windows=args.windows, cache_states=not args.no_cache,
         )
     extra = {"pretrain_max_steps": args.pretrain_max_steps, "finetune_targets": args.finetune_targets,
-             "item_text_ids": args.item_text_ids, "beam_size": args.beam_size, "eval_every": args.eval_every}
+             "item_text_ids": args.item_text_ids, "beam_size": args.beam_size, "eval_every": args.eval_every,
+             "unknown_user_prob": args.unknown_user_prob}
     if args.pretrain_epochs is not None:
         extra["pretrain_epochs"] = args.pretrain_epochs
     return GenRecTrainingConfig(**common, **extra)
@@ -241,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--finetune-targets", default="last", choices=("last", "random"))
     gr.add_argument("--item-text-ids", default="random", choices=("random", "original"),
                     help="numbers in item_<n>: a seeded permutation, or the dataset's ids (may leak)")
+    gr.add_argument("--unknown-user-prob", type=float, default=0.1,
+                    help="share of training rows shown as the unknown user, so histories without a user work (0 = the paper)")
     gr.add_argument("--beam-size", type=int, default=20)
     gr.add_argument("--eval-every", type=float, default=1.0, help="finetuning epochs between validations (default 1)")
     tr.set_defaults(func=cmd_train)

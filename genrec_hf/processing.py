@@ -148,9 +148,10 @@ class GenRecFormat:
         return [f"{prefix}{number}" for number in self.p.settings["item_numbers"]]
 
     def fixed_cost(self) -> int:
-        # bos, the longest user text, [MASK], [END]
-        longest_user = max(len(self._user_tokens_of(0)), len(self._user_tokens_of(self.num_users)))
-        return len(self.p.prefix()) + longest_user + 2
+        # bos, the longest user text (BPE lengths need not grow with the number), [MASK], [END]
+        if not hasattr(self, "_longest_user"):
+            self._longest_user = max(len(self._user_tokens_of(row)) for row in range(self.num_users + 1))
+        return len(self.p.prefix()) + self._longest_user + 2
 
     def item_cost(self, item: int) -> int:
         return len(self.p.item_tokens()[item])
@@ -341,6 +342,8 @@ class SeqRecProcessor:
             if len(targets) != len(histories):
                 raise ValueError(f"{len(targets)} targets for {len(histories)} histories")
             self.check_histories([[t] for t in targets])
+        if isinstance(users, (str, int)):
+            raise ValueError(f"users must be a list with one user per history, got {users!r}")
         if users is not None and len(users) != len(histories):
             raise ValueError(f"{len(users)} users for {len(histories)} histories")
         rows = [

@@ -274,3 +274,72 @@ def test_bad_inputs(genrec_factory, catalog):
     empty = GenRecForConditionalGeneration(model.config)
     with pytest.raises(ValueError, match="item token table is empty"):
         empty.trie
+
+
+def test_unknown_user_row_is_trained_through_user_dropout(genrec_factory, tmp_path):
+    model, processor = genrec_factory()
+    row = {"items": [4, 5, 6, 9], "user": "3"}
+    always = GenRecCollator(processor, "finetune", unknown_user_prob=1.0)
+    assert {u for u in always.encode_row(row)["token_user_ids"] if u >= 0} == {0}
+    never = GenRecCollator(processor, "finetune", unknown_user_prob=0.0)
+    assert {u for u in never.encode_row(row)["token_user_ids"] if u >= 0} == {3}
+    default = GenRecCollator(processor, "pretrain", seed=5)
+    shown_unknown = sum(0 in default.encode_row(row)["token_user_ids"] for _ in range(400))
+    assert 15 < shown_unknown < 70  # about 10% of rows
+    # evaluation rows keep their user
+    assert 0 not in always.encode_row({"history": [4, 5], "target": 6, "user": "3"})["token_user_ids"]
+    with pytest.raises(ValueError, match="unknown_user_prob"):
+        GenRecCollator(processor, "finetune", unknown_user_prob=1.5)
+
+    rows = [{"items": [i % 24, (i + 3) % 24, (i + 5) % 24], "user": USERS[i % 8]} for i in range(8)]
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, report_to="none",
+                             use_cpu=True, save_strategy="no", remove_unused_columns=False)
+    unknown_row = model.id_embedding.user_embeddings.weight[0].detach().clone()
+    Trainer(model=model, args=args, train_dataset=rows, data_collator=always).train()
+    assert not torch.equal(unknown_row, model.id_embedding.user_embeddings.weight[0])
+
+
+def test_constrained_generate_matches_the_prefix_allowed_tokens_oracle(genrec_factory):
+    from genrec_hf.generation import prefix_allowed_tokens_oracle
+
+    model, processor = genrec_factory()
+    model.eval()
+    inputs = {k: v for k, v in processor([[1, 2, 3], [4], [9, 10, 11, 12]], users=["1", None, "4"]).items()
+              if k != "history_item_ids"}
+    common = dict(**inputs, num_beams=8, num_return_sequences=8, output_scores=True, return_dict_in_generate=True)
+    fast = model.generate(**common)  # the vectorised trie, on by default
+    oracle = prefix_allowed_tokens_oracle(model.item_token_ids, 1, processor.tokenizer.eos_token_id)
+    slow = model.generate(**common, constrained=False, prefix_allowed_tokens_fn=oracle)
+    width = max(fast.sequences.shape[1], slow.sequences.shape[1])
+    pad = processor.tokenizer.pad_token_id
+    fast_seq = torch.nn.functional.pad(fast.sequences, (0, width - fast.sequences.shape[1]), value=pad)
+    slow_seq = torch.nn.functional.pad(slow.sequences, (0, width - slow.sequences.shape[1]), value=pad)
+    assert torch.equal(fast_seq, slow_seq)
+    assert torch.allclose(fast.sequences_scores, slow.sequences_scores)
+
+
+def test_beams_past_a_small_catalog_are_not_counted_as_items(genrec_factory, catalog):
+    model, processor = genrec_factory()
+    model.eval()
+    out = model.recommend(**processor([[1, 2], [5]]), top_k=len(catalog) + 6)  # more beams than items
+    for row, valid, generated in zip(out.item_ids.tolist(), out.num_valid.tolist(), out.num_generated.tolist()):
+        distinct = {i for i in row if i >= 0}
+        assert valid == generated == len(distinct) <= len(catalog)
+        assert row.count(-1) >= 6
+
+
+def test_genrec_inputs_without_entity_ids_are_refused(genrec_factory):
+    model, processor = genrec_factory()
+    inputs = processor([[1, 2]], targets=[3], users=["1"])
+    with pytest.raises(ValueError, match="needs token_user_ids and token_item_ids"):
+        model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=inputs["labels"])
+    with pytest.raises(ValueError, match="users must be a list"):
+        processor([[1, 2], [3]], users="12")
+
+
+def test_loading_a_genrec_model_with_other_users_is_refused(genrec_factory, tmp_path, catalog):
+    model, processor = genrec_factory()
+    model.save_pretrained(tmp_path)
+    SeqRecProcessor(processor.tokenizer, catalog, method="genrec", users=USERS + ["99"]).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=rf"catalog size mismatch: .* has num_users={len(USERS)} but the processor's user list has {len(USERS) + 1}"):
+        SeqRecPipeline.from_pretrained(tmp_path)

@@ -293,3 +293,65 @@ def test_backbone_from_a_local_folder_and_causal_lm_checkpoint(tmp_path, catalog
     assert model(**processor(HISTORIES)).logits.shape[-1] == len(catalog)
     with pytest.raises(FileNotFoundError, match="unknown backbone 'no-such-model'"):
         load_backbone("no-such-model")
+
+
+def test_recommend_pads_with_minus_one_when_history_leaves_too_few_items(st2si_factory, catalog):
+    model, processor = st2si_factory()
+    model.eval()
+    history = list(range(len(catalog) - 2))  # only two unseen items remain
+    out = model.recommend(**processor([history]), top_k=5, exclude_history=True)
+    row = out.item_ids[0].tolist()
+    assert sorted(row[:2]) == [len(catalog) - 2, len(catalog) - 1]
+    assert row[2:] == [-1, -1, -1] and torch.isinf(out.scores[0, 2:]).all()
+
+
+def test_default_budget_is_50_items_of_at_most_32_tokens(tokenizer_factory):
+    from genrec_hf.data import ItemCatalog
+
+    long_titles = [" ".join(f"word{(i * 13 + j) % 97}" for j in range(40)) for i in range(90)]
+    cat = ItemCatalog([str(i) for i in range(90)], [{"title": t} for t in long_titles])
+    processor = SeqRecProcessor(tokenizer_factory(), cat)
+    assert all(len(t) == 32 for t in processor.item_tokens())  # every title is longer: cut to 32
+    history = list(range(90))
+    row = processor.encode(history)
+    assert processor.window(history) == history[-50:]
+    assert row["input_ids"].count(processor.query_token_id) == 50
+    assert len(row["input_ids"]) == 1 + 50 * (32 + 1)
+
+
+def test_loading_a_model_with_another_catalog_size_is_refused(st2si_factory, tmp_path, catalog, tokenizer_factory):
+    from genrec_hf.data import ItemCatalog
+
+    model, _ = st2si_factory()
+    model.save_pretrained(tmp_path)
+    bigger = ItemCatalog([str(i) for i in range(len(catalog) + 6)], [{"title": f"x {i}"} for i in range(len(catalog) + 6)])
+    SeqRecProcessor(tokenizer_factory(), bigger).save_pretrained(tmp_path)
+    weights = (tmp_path / "model.safetensors").read_bytes()
+    message = rf"catalog size mismatch: .* has num_items={len(catalog)} but the processor's catalog has {len(catalog) + 6}"
+    with pytest.raises(ValueError, match=message):
+        SeqRecProcessor.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        SeqRecPipeline.from_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").read_bytes() == weights  # nothing saved is touched
+
+
+def test_gguf_flagged_backbone_saves_as_plain_safetensors(catalog, tokenizer_factory, tmp_path):
+    """A GGUF-loaded model carries a quantizer and quantization_config, and save_pretrained refuses it;
+    from_backbone drops the flag (the weights are already dequantized floats)."""
+    from transformers import AutoModel
+
+    from genrec_hf.backbones import tiny_config
+
+    tokenizer = tokenizer_factory()
+    backbone = AutoModel.from_config(tiny_config("llama", vocab_size=len(tokenizer)))
+    backbone.config.quantization_config = {"quant_method": "gguf"}
+    backbone.hf_quantizer = object()  # stands in for the GGUF quantizer
+    processor = SeqRecProcessor(tokenizer, catalog)
+    model = ST2SIForItemPrediction.from_backbone(backbone, len(catalog), processor.query_token_id, vocab_size=len(tokenizer))
+    model.eval()
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert "quantization_config" not in config["text_config"]
+    loaded = AutoModel.from_pretrained(tmp_path)
+    inputs = processor(HISTORIES)
+    assert torch.equal(model(**inputs).logits, loaded(**inputs).logits)

@@ -22,25 +22,42 @@ class GenRecCollator:
     pretrain: one random item of the training sequence becomes [MASK] and the target. The
         training sequence already excludes each user's last two items (validation and test
         targets), so the mask never touches them.
-    finetune: [MASK] is appended and the sequence's last item is the target ("last", the
-        paper), or a random cut point picks history and target ("random": every transition).
+    finetune: [MASK] is appended and the sequence's last item is the target ("last", as in
+        the paper), or a random cut point picks history and target ("random": every transition).
     Evaluation rows (with `target`) always get [MASK] appended and their own target.
+
+    Protocol note: the training sequence ends before the validation item, so "the last item"
+    here is the third-to-last interaction, one step earlier than the paper's finetuning target
+    (which trains on the item used for validation). Validation stays unseen, so choosing the
+    best epoch on it is honest (design.md §3).
+
+    unknown_user_prob: the share of training rows whose user is replaced by the unknown-user
+    token (not in the paper). Without it that token and its ID row never train, yet they are
+    what `recommend` uses for a history without a known user; 0 gives the paper's setting.
     """
 
-    def __init__(self, processor: SeqRecProcessor, stage: str, finetune_targets: str = "last", seed: int = 0):
+    def __init__(
+        self, processor: SeqRecProcessor, stage: str, finetune_targets: str = "last", seed: int = 0,
+        unknown_user_prob: float = 0.1,
+    ):
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
         if finetune_targets not in ("last", "random"):
             raise ValueError(f"finetune_targets must be 'last' or 'random', got {finetune_targets!r}")
+        if not 0.0 <= unknown_user_prob <= 1.0:
+            raise ValueError(f"unknown_user_prob must be in [0, 1], got {unknown_user_prob}")
         self.processor = processor
         self.stage = stage
         self.finetune_targets = finetune_targets
+        self.unknown_user_prob = unknown_user_prob
         self.rng = random.Random(seed)
 
     def encode_row(self, row: dict) -> dict:
         p, user = self.processor, row.get("user")
         if "target" in row:
             return p.encode(row["history"], int(row["target"]), user=user)
+        if self.unknown_user_prob and self.rng.random() < self.unknown_user_prob:
+            user = None
         items = list(row["items"])
         if len(items) < 2 and self.stage == "finetune":
             raise ValueError(f"user {user!r}: finetuning needs at least two training items")

@@ -176,7 +176,8 @@ class GenRecTrainingConfig:
     max_items: int = 50
     max_length: int = 512
     item_text_ids: str = "random"  # or "original" (the dataset's ids; may leak the target)
-    finetune_targets: str = "last"  # "last" (paper) or "random" (a random cut point per epoch)
+    finetune_targets: str = "last"  # "last" (the paper's, one step earlier: see GenRecCollator) or "random" (a random cut point per epoch)
+    unknown_user_prob: float = 0.1  # training rows shown as the unknown user (0 = the paper); trains that row
     beam_size: int = 20
     eval_every: float = 1.0  # finetuning epochs between validations (beam search over all users is slow on CPU)
     seed: int = 42
@@ -227,7 +228,7 @@ def train_genrec(data, output_dir: str, cfg: GenRecTrainingConfig | None = None,
         args = _training_arguments(work_dir + "-pretrain", epochs=cfg.pretrain_epochs, max_steps=cfg.pretrain_max_steps,
                                    select_on_validation=False, **common)
         Trainer(model=model, args=args, train_dataset=train_ds,
-                data_collator=GenRecCollator(processor, "pretrain", seed=cfg.seed)).train()
+                data_collator=GenRecCollator(processor, "pretrain", seed=cfg.seed, unknown_user_prob=cfg.unknown_user_prob)).train()
         shutil.rmtree(work_dir + "-pretrain", ignore_errors=True)
     train_ds, valid_ds = genrec_datasets(data, "finetune", cfg.limit_users)
     every = None
@@ -236,7 +237,8 @@ def train_genrec(data, output_dir: str, cfg: GenRecTrainingConfig | None = None,
     args = _training_arguments(work_dir, epochs=cfg.epochs, max_steps=cfg.max_steps, eval_every_steps=every, **common)
     trainer = Trainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds,
-        data_collator=GenRecCollator(processor, "finetune", finetune_targets=cfg.finetune_targets, seed=cfg.seed),
+        data_collator=GenRecCollator(processor, "finetune", finetune_targets=cfg.finetune_targets, seed=cfg.seed,
+                                     unknown_user_prob=cfg.unknown_user_prob),
         callbacks=[RecommenderEvalCallback(processor, valid_ds, batch_size=cfg.eval_batch_size, top_k=cfg.beam_size)],
     )
     return _train_and_save(trainer, processor, output_dir, "genrec", data, cfg, dataset_spec)
@@ -255,6 +257,26 @@ def _logged_eval(state, best_checkpoint: str | None) -> dict:
     return merged if "eval_ndcg@10" in merged else {}
 
 
+def selection_record(trainer: Trainer) -> dict:
+    """How the Trainer chose its model: the metric, its best value, the checkpoint and every
+    validation it logged (for training_info.json, so the choice can be checked afterwards)."""
+    def is_metric(key: str) -> bool:
+        return key.startswith("eval_") and not key.endswith(("runtime", "per_second"))
+
+    history = [
+        {k.removeprefix("eval_"): v for k, v in entry.items() if is_metric(k) or k in ("epoch", "step")}
+        for entry in trainer.state.log_history
+        if any(is_metric(k) for k in entry)
+    ]
+    best = trainer.state.best_model_checkpoint
+    return {
+        "metric_for_best_model": trainer.args.metric_for_best_model,
+        "best_metric": trainer.state.best_metric,
+        "best_checkpoint": best and os.path.basename(best),
+        "validation_history": history,
+    }
+
+
 def _train_and_save(trainer: Trainer, processor, output_dir: str, method: str, data, cfg, dataset_spec):
     """Train, re-evaluate the best (validation) model, save it with its training info, drop the
     Trainer's intermediate checkpoints. Returns (model, processor, validation metrics)."""
@@ -267,7 +289,7 @@ def _train_and_save(trainer: Trainer, processor, output_dir: str, method: str, d
         "dataset": dataset_spec or {"source": data.name},
         "dataset_stats": data.stats(),
         "training": asdict(cfg),
-        "best_checkpoint": best and os.path.basename(best),
+        **selection_record(trainer),
         "validation": {
             **{k.removeprefix("eval_"): v for k, v in valid_metrics.items() if "@" in k or k.endswith(("mrr", "ratio"))},
             "users": len(trainer.eval_dataset),

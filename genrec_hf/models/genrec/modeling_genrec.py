@@ -75,6 +75,12 @@ class GenRecEncoder(nn.Module):
         self.id_embedding = model.id_embedding
 
     def forward(self, input_ids=None, attention_mask=None, token_user_ids=None, token_item_ids=None, inputs_embeds=None, **kwargs):
+        if input_ids is not None and token_user_ids is None and token_item_ids is None:
+            # without them the model silently drops eq. 2's ID embeddings: a different model
+            raise ValueError(
+                "GenRec needs token_user_ids and token_item_ids with input_ids (the entity of each token): "
+                "build inputs with SeqRecProcessor(method='genrec')"
+            )
         if inputs_embeds is None:
             inputs_embeds = self.encoder.embed_tokens(input_ids)  # scaled token embedding
         inputs_embeds = inputs_embeds + self.id_embedding(token_user_ids, token_item_ids, inputs_embeds)
@@ -269,10 +275,13 @@ class GenRecForConditionalGeneration(GenRecPreTrainedModel, GenerationMixin):
             items = torch.where(items >= 0, items, sequence_to_item(generated).to(items.device))
         items = items.view(input_ids.shape[0], num_beams)
         scores = out.sequences_scores.view(input_ids.shape[0], num_beams).float()
+        # when fewer hypotheses finish than beams (a catalog smaller than the beam count), beam
+        # search fills the output with copies scored -1e9: not generated beams, not items
+        finished = scores > -1e8
+        items = items.masked_fill(~finished, -1)
         item_ids, ranked_scores, num_valid = rank_beams(items, scores, top_k, history_item_ids if exclude_history else None)
         return GenRecRecommendationOutput(
-            item_ids=item_ids, scores=ranked_scores, num_valid=num_valid,
-            num_generated=torch.full_like(num_valid, num_beams),
+            item_ids=item_ids, scores=ranked_scores, num_valid=num_valid, num_generated=finished.sum(dim=1),
         )
 
 

@@ -41,7 +41,8 @@ class ST2SIOutput(ModelOutput):
 
 @dataclass
 class ST2SIRecommendationOutput(ModelOutput):
-    """item_ids: LongTensor [batch, top_k], catalog ids best first; scores: FloatTensor [batch, top_k]."""
+    """item_ids: LongTensor [batch, top_k], catalog ids best first (-1 pads where exclude_history
+    leaves fewer than top_k items); scores: FloatTensor [batch, top_k] (-inf at the pads)."""
 
     item_ids: torch.LongTensor | None = None
     scores: torch.FloatTensor | None = None
@@ -247,7 +248,9 @@ class ST2SIForItemPrediction(ST2SIPreTrainedModel, GenerationMixin):
             seen = torch.zeros_like(scores).scatter_add_(1, hist.clamp(min=0), (hist >= 0).to(scores.dtype)) > 0
             scores = scores.masked_fill(seen, float("-inf"))
         top = scores.topk(min(top_k, scores.shape[1]), dim=1)
-        return ST2SIRecommendationOutput(item_ids=top.indices, scores=top.values)
+        # a list longer than the unseen items pads with -1 (as generative lists do), never a seen item
+        item_ids = top.indices.masked_fill(top.values == float("-inf"), -1)
+        return ST2SIRecommendationOutput(item_ids=item_ids, scores=top.values)
 
 
 ST2SIConfig.register_for_auto_class()
