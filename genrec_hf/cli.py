@@ -1,4 +1,4 @@
-"""Command line: `genrec-hf data stats`, `genrec-hf evaluate`, ..."""
+"""Command line: `genrec-hf data stats | train | evaluate | recommend | upload`."""
 
 from __future__ import annotations
 
@@ -201,6 +201,17 @@ def cmd_recommend(args) -> int:
     return 0
 
 
+def cmd_upload(args) -> int:
+    from .hub import upload_checkpoint
+
+    plan = upload_checkpoint(args.checkpoint, args.repo_id, private=args.private, commit_message=args.commit_message,
+                             revision=args.revision, dry_run=args.dry_run)
+    print(plan.format())
+    if args.dry_run:
+        print("dry run: checked, card rendered, nothing pushed")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genrec-hf", description="LLM-based sequential recommenders on HF")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -271,6 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-progress", action="store_true")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
+
+    up = sub.add_parser("upload", help="check a checkpoint folder, render its card and push it to the Hub",
+                        description="Credentials come from HF_TOKEN or `hf auth login`; none is taken here.")
+    up.add_argument("checkpoint")
+    up.add_argument("--repo-id", required=True, help="user-or-org/name")
+    up.add_argument("--private", action="store_true")
+    up.add_argument("--revision", default=None, help="branch to push to (default: main)")
+    up.add_argument("--commit-message", default=None)
+    up.add_argument("--dry-run", action="store_true", help="check and list what would be pushed; push nothing")
+    up.set_defaults(func=cmd_upload)
     return parser
 
 
