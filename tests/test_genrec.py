@@ -343,3 +343,22 @@ def test_loading_a_genrec_model_with_other_users_is_refused(genrec_factory, tmp_
     SeqRecProcessor(processor.tokenizer, catalog, method="genrec", users=USERS + ["99"]).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=rf"catalog size mismatch: .* has num_users={len(USERS)} but the processor's user list has {len(USERS) + 1}"):
         SeqRecPipeline.from_pretrained(tmp_path)
+
+
+def test_recommend_deduplicates_beams_that_map_to_one_item(genrec_factory):
+    model, processor = genrec_factory()
+    model.eval()
+
+    class OffCatalog(LogitsProcessor):  # every beam leaves the trie ...
+        def __call__(self, input_ids, scores):
+            scores[:, processor.format.mask_token_id] += 50.0
+            return scores
+
+    def everything_is_item_3(sequences):  # ... and a text mapping reads each one as item 3
+        return torch.full((sequences.shape[0],), 3, dtype=torch.long)
+
+    out = model.recommend(**processor([[1, 2], [5]]), top_k=6, constrained=False,
+                          logits_processor=LogitsProcessorList([OffCatalog()]), sequence_to_item=everything_is_item_3)
+    assert out.num_valid.tolist() == [6, 6]  # every beam names a catalog item ...
+    assert out.item_ids.tolist() == [[3, -1, -1, -1, -1, -1]] * 2  # ... the same one, listed once
+    assert torch.isfinite(out.scores[:, 0]).all() and torch.isinf(out.scores[:, 1:]).all()
