@@ -21,7 +21,7 @@ from genrec_hf import SeqRecPipeline, SeqRecProcessor, load_sequences
 from genrec_hf.backbones import load_bart
 from genrec_hf.evaluation import evaluate_recommender
 from genrec_hf.models import GenRecForConditionalGeneration
-from genrec_hf.training import SELECT_ON_VALIDATION, RecommenderEvalCallback
+from genrec_hf.training import RecommenderEvalCallback, parse_selecting_on_validation
 from genrec_hf.training.genrec import GenRecCollator, genrec_datasets
 from genrec_hf.training.recipes import record_results, save_checkpoint, selection_record
 
@@ -44,8 +44,7 @@ class GenRecArguments:
 
 def main():
     parser = HfArgumentParser((GenRecArguments, TrainingArguments))
-    parser.set_defaults(**SELECT_ON_VALIDATION)  # model selection on validation only
-    gargs, training_args = parser.parse_args_into_dataclasses()
+    gargs, training_args = parse_selecting_on_validation(parser)  # best checkpoint on validation
     training_args.remove_unused_columns = False  # rows are raw sequences; the collators tokenize
     set_seed(training_args.seed)
 

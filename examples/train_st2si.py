@@ -22,11 +22,11 @@ from genrec_hf.evaluation import evaluate_recommender
 from genrec_hf.models.st2si.modeling_st2si import backbone_max_positions
 from genrec_hf.processing import ST2SI_DEFAULTS
 from genrec_hf.training import (
-    SELECT_ON_VALIDATION,
-    RankingMetrics,
+        RankingMetrics,
     SeqRecCollator,
     ilp_feature_datasets,
     keep_labelled_logits,
+    parse_selecting_on_validation,
     st2si_datasets,
 )
 from genrec_hf.training.recipes import record_results, save_checkpoint, selection_record
@@ -57,8 +57,7 @@ class ModelArguments:
 
 def main():
     parser = HfArgumentParser((DataArguments, ModelArguments, TrainingArguments))
-    parser.set_defaults(**SELECT_ON_VALIDATION)  # model selection on validation only
-    data_args, model_args, training_args = parser.parse_args_into_dataclasses()
+    data_args, model_args, training_args = parse_selecting_on_validation(parser)  # best checkpoint on validation
     set_seed(training_args.seed)
 
     data = load_sequences(data_args.dataset, format=data_args.format, k_core=data_args.k_core,

@@ -18,9 +18,16 @@ from .cards import write_model_card
 from .data.catalog import CATALOG_FILE
 from .processing import PROCESSOR_CONFIG
 
-WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
-# Trainer leftovers and partial writes never belong in a published checkpoint
-IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/*", "trainer_checkpoints*", "*.tmp", "*.pt", "*.pth", "*.bin", ".*"]
+WEIGHTS = "model.safetensors"
+WEIGHTS_INDEX = "model.safetensors.index.json"
+# Trainer leftovers, logs (tensorboard run names carry the host name), hidden files and partial
+# writes never belong in a published checkpoint
+IGNORE_PATTERNS = [
+    "checkpoint-*", "trainer_checkpoints*", "runs/*", "*.tmp", "*.pt", "*.pth", "*.bin", ".*", "*/.*",
+]
+# remote files a push replaces wholesale: stale weights or code from an earlier push must not
+# survive next to the new ones (e.g. an old model.safetensors beside a new shard index)
+DELETE_PATTERNS = ["*.safetensors", WEIGHTS_INDEX, "*.py"]
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -43,10 +50,39 @@ class UploadPlan:
 
 
 def _relative_imports(path: str) -> list[str]:
-    """Same-folder modules a remote-code file imports (`from .x import ...`): transformers copies these."""
+    """Same-folder modules a remote-code file imports (`from .x import ...`, `from . import x`):
+    transformers copies these next to it."""
     with open(path, encoding="utf-8") as f:
         tree = ast.parse(f.read(), filename=path)
-    return [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module]
+    modules = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            modules += [node.module] if node.module else [alias.name for alias in node.names]
+    return modules
+
+
+def _weight_files(directory: str) -> list[str]:
+    """The safetensors files the checkpoint's weights live in, each checked to open."""
+    from safetensors import safe_open
+
+    index = os.path.join(directory, WEIGHTS_INDEX)
+    if os.path.isfile(index):
+        with open(index, encoding="utf-8") as f:
+            files = sorted(set(json.load(f).get("weight_map", {}).values()))
+        missing = [name for name in files if not os.path.isfile(os.path.join(directory, name))]
+        if not files or missing:
+            raise FileNotFoundError(f"{WEIGHTS_INDEX} in {directory} names shard(s) that are not there: {', '.join(missing) or 'none listed'}")
+    elif os.path.isfile(os.path.join(directory, WEIGHTS)):
+        files = [WEIGHTS]
+    else:
+        raise FileNotFoundError(f"no {WEIGHTS} in {directory}: save the model with save_pretrained first")
+    for name in files:
+        try:
+            with safe_open(os.path.join(directory, name), framework="pt") as f:
+                f.keys()
+        except Exception as err:  # safetensors raises its own error types for a damaged header
+            raise ValueError(f"{os.path.join(directory, name)} is not a readable safetensors file ({err})") from err
+    return files
 
 
 def check_checkpoint(directory: str) -> dict:
@@ -67,8 +103,7 @@ def check_checkpoint(directory: str) -> dict:
         config = json.load(f)
     if config.get("model_type") not in METHOD_MODELS:
         raise ValueError(f"{directory}: model_type {config.get('model_type')!r} is not a genrec_hf model ({', '.join(METHOD_MODELS)})")
-    if not any(os.path.isfile(os.path.join(directory, name)) for name in WEIGHTS):
-        raise FileNotFoundError(f"no model.safetensors in {directory}: save the model with save_pretrained first")
+    _weight_files(directory)
     missing = []
     pending = sorted({ref.split(".")[0] for ref in (config.get("auto_map") or {}).values()})
     seen = set()
@@ -102,7 +137,6 @@ def plan_upload(directory: str, repo_id: str) -> UploadPlan:
 
     names = []
     for root, dirs, files in os.walk(directory):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
         names += [os.path.relpath(os.path.join(root, f), directory).replace(os.sep, "/") for f in files]
     kept = sorted(filter_repo_objects(names, ignore_patterns=IGNORE_PATTERNS))
     size = sum(os.path.getsize(os.path.join(directory, name)) for name in kept)
@@ -122,6 +156,8 @@ def upload_checkpoint(
 
     The card is re-rendered in place (README.md) so the repo id in its usage snippet is right;
     nothing else in the folder changes. Returns the plan, with `commit_url` after a push.
+    `private=True` refuses to push into an existing public repo (it would stay public).
+    `revision`: a branch, created from main when it does not exist.
     """
     if not REPO_ID.match(repo_id or ""):
         raise ValueError(f"repo id {repo_id!r} must look like 'user-or-org/name'")
@@ -134,6 +170,10 @@ def upload_checkpoint(
 
     api = HfApi(endpoint=endpoint)
     api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    if private and not api.repo_info(repo_id, repo_type="model").private:
+        raise ValueError(f"{repo_id} already exists and is public: make it private on the Hub first, or push without --private")
+    if revision is not None:
+        api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
     commit = api.upload_folder(
         folder_path=directory,
         repo_id=repo_id,
@@ -141,6 +181,7 @@ def upload_checkpoint(
         revision=revision,
         commit_message=commit_message or f"Upload {config['model_type']} checkpoint with genrec_hf",
         ignore_patterns=IGNORE_PATTERNS,
+        delete_patterns=DELETE_PATTERNS,
     )
     plan.commit_url = getattr(commit, "commit_url", None) or str(commit)
     return plan

@@ -6,8 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from transformers import HfArgumentParser, TrainingArguments
 
 from genrec_hf.cli import main as cli
+from genrec_hf.training import parse_selecting_on_validation
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -66,3 +68,19 @@ def test_train_genrec_example_pretrains_then_selects_on_validation(tmp_path, mon
     assert {e["epoch"] for e in evals} >= {1.0, 2.0} and info["metric_for_best_model"] == "ndcg@10"
     assert info["best_metric"] == max(e["ndcg@10"] for e in evals)
     assert info["method"] == "genrec" and info["test"]["users"] == 10
+
+
+@pytest.mark.parametrize("argv,expected", [
+    ([], {"eval_strategy": "epoch", "save_strategy": "epoch", "load_best_model_at_end": True,
+          "metric_for_best_model": "ndcg@10", "greater_is_better": True}),
+    (["--metric_for_best_model", "loss"], {"load_best_model_at_end": True, "greater_is_better": False}),
+    (["--eval_strategy", "steps", "--eval_steps", "7"],
+     {"eval_strategy": "steps", "save_strategy": "steps", "eval_steps": 7, "save_steps": 7, "load_best_model_at_end": True}),
+    (["--eval_strategy", "no"], {"eval_strategy": "no", "load_best_model_at_end": False}),
+    (["--save_strategy=no"], {"save_strategy": "no", "load_best_model_at_end": False}),
+    (["--load_best_model_at_end", "False"], {"eval_strategy": "epoch", "load_best_model_at_end": False}),
+])
+def test_trainer_flags_override_the_validation_selection_defaults(tmp_path, argv, expected):
+    (args,) = parse_selecting_on_validation(HfArgumentParser(TrainingArguments), ["--output_dir", str(tmp_path), *argv])
+    for key, value in expected.items():
+        assert getattr(args, key) == value, key

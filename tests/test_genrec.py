@@ -333,6 +333,9 @@ def test_genrec_inputs_without_entity_ids_are_refused(genrec_factory):
     inputs = processor([[1, 2]], targets=[3], users=["1"])
     with pytest.raises(ValueError, match="needs token_user_ids and token_item_ids"):
         model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=inputs["labels"])
+    with pytest.raises(ValueError, match="needs token_user_ids and token_item_ids"):  # half of them is not enough
+        model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=inputs["labels"],
+              token_item_ids=inputs["token_item_ids"])
     with pytest.raises(ValueError, match="users must be a list"):
         processor([[1, 2], [3]], users="12")
 

@@ -26,32 +26,47 @@ def checkpoint(st2si_factory, tmp_path):
 
 @pytest.fixture
 def fake_hub(monkeypatch):
-    """Route huggingface_hub's HTTP client to an in-process fake Hub; record what it receives."""
+    """Route huggingface_hub's HTTP client to an in-process fake Hub; record what it receives.
+
+    The repo "org/st2si-toy" already holds an earlier push (`remote_files`); `public` makes it an
+    existing public repo."""
     import huggingface_hub
     from huggingface_hub import constants
     from huggingface_hub.utils import _http, httpx
 
-    received = {"routes": [], "files": {}}
+    received = {"routes": [], "files": {}, "deleted": [], "branches": [], "public": False,
+                "remote_files": ["model-00001-of-00002.safetensors", "old_helper.py", "config.json", ".gitattributes"]}
+    repo = "org/st2si-toy"
 
     def handler(request):
         path = request.url.path
         received["routes"].append((request.method, path))
         if path == "/api/repos/create":
             received["create"] = json.loads(request.content)
-            repo = f"{received['create'].get('organization')}/{received['create']['name']}"
+            if received["public"]:
+                return httpx.Response(409, json={"error": "You already created this model repo", "url": f"{ENDPOINT}/{repo}"})
             return httpx.Response(200, json={"url": f"{ENDPOINT}/{repo}"})
+        if path == f"/api/models/{repo}":
+            return httpx.Response(200, json={"id": repo, "private": not received["public"], "sha": "b" * 40})
+        if path.startswith(f"/api/models/{repo}/tree/"):
+            return httpx.Response(200, json=[{"type": "file", "path": p, "size": 1, "oid": "c" * 40} for p in received["remote_files"]])
+        if path.startswith(f"/api/models/{repo}/branch/"):
+            received["branches"].append(path.rsplit("/", 1)[1])
+            return httpx.Response(200, json={})
         if path.endswith("/validate-yaml"):
             return httpx.Response(200, json={})
         if "/preupload/" in path:
             files = json.loads(request.content)["files"]
             return httpx.Response(200, json={"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]})
         if "/commit/" in path:
+            received["commit_revision"] = path.rsplit("/", 1)[1]
             for line in request.content.decode().splitlines():  # NDJSON: header, then one op per file
                 op = json.loads(line)
                 if op["key"] == "file":
                     received["files"][op["value"]["path"]] = base64.b64decode(op["value"]["content"])
-            return httpx.Response(200, json={"commitUrl": f"{ENDPOINT}/org/st2si-toy/commit/{'a' * 40}",
-                                             "commitOid": "a" * 40})
+                elif op["key"] == "deletedFile":
+                    received["deleted"].append(op["value"]["path"])
+            return httpx.Response(200, json={"commitUrl": f"{ENDPOINT}/{repo}/commit/{'a' * 40}", "commitOid": "a" * 40})
         return httpx.Response(404, json={"error": f"fake hub has no route {request.method} {path}"})
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
@@ -62,6 +77,8 @@ def fake_hub(monkeypatch):
 
 
 def test_upload_pushes_the_checkpoint_and_its_card(checkpoint, fake_hub):
+    (checkpoint / "runs").mkdir()  # a tensorboard log (its name carries the host name)
+    (checkpoint / "runs" / "events.out.tfevents.1.host").write_bytes(b"log")
     plan = upload_checkpoint(str(checkpoint), "org/st2si-toy", private=True, endpoint=ENDPOINT)
     created = fake_hub["create"]
     assert created["name"] == "st2si-toy" and created["organization"] == "org"
@@ -70,11 +87,28 @@ def test_upload_pushes_the_checkpoint_and_its_card(checkpoint, fake_hub):
     for name in ("config.json", "model.safetensors", "modeling_st2si.py", "configuration_st2si.py",
                  "item_catalog.json", "processor_config.json", "tokenizer.json", "README.md"):
         assert name in pushed, name
-    assert not any(name.startswith("checkpoint-") for name in pushed)
+    assert not any(name.startswith(("checkpoint-", "runs")) for name in pushed)
     assert pushed["model.safetensors"] == (checkpoint / "model.safetensors").read_bytes()
     card = pushed["README.md"].decode()
     assert "org/st2si-toy" in card and "model-index" in card and "0.125" in card
     assert plan.commit_url.endswith("a" * 40) and sorted(pushed) == plan.files
+    # stale weights and code from the earlier push go; other files are overwritten or kept
+    assert sorted(fake_hub["deleted"]) == ["model-00001-of-00002.safetensors", "old_helper.py"]
+    assert fake_hub["commit_revision"] == "main" and fake_hub["branches"] == []
+
+
+def test_upload_to_a_branch_creates_it(checkpoint, fake_hub):
+    upload_checkpoint(str(checkpoint), "org/st2si-toy", revision="ablation-1", endpoint=ENDPOINT)
+    assert fake_hub["branches"] == ["ablation-1"] and fake_hub["commit_revision"] == "ablation-1"
+
+
+def test_private_upload_into_an_existing_public_repo_is_refused(checkpoint, fake_hub):
+    fake_hub["public"] = True
+    with pytest.raises(ValueError, match="already exists and is public"):
+        upload_checkpoint(str(checkpoint), "org/st2si-toy", private=True, endpoint=ENDPOINT)
+    assert fake_hub["files"] == {}  # nothing was pushed
+    upload_checkpoint(str(checkpoint), "org/st2si-toy", endpoint=ENDPOINT)  # a public push is fine
+    assert "model.safetensors" in fake_hub["files"]
 
 
 def test_dry_run_checks_and_lists_without_network(checkpoint, capsys):
@@ -98,6 +132,9 @@ def test_incomplete_checkpoints_are_refused_by_name(checkpoint, tmp_path, capsys
     (broken / "item_catalog.json").unlink()
     with pytest.raises(FileNotFoundError, match="no item_catalog.json"):
         check_checkpoint(str(broken))
+    (broken / "model.safetensors").write_bytes(b"truncated")
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        check_checkpoint(str(broken))
     (broken / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="no model.safetensors"):
         check_checkpoint(str(broken))
@@ -115,3 +152,15 @@ def test_incomplete_checkpoints_are_refused_by_name(checkpoint, tmp_path, capsys
     assert "catalog size mismatch" in capsys.readouterr().err
     assert cli(["upload", str(tmp_path / "nowhere"), "--repo-id", "org/x", "--dry-run"]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_sharded_checkpoints_need_every_shard(checkpoint, st2si_factory):
+    model, _ = st2si_factory()
+    (checkpoint / "model.safetensors").unlink()
+    model.save_pretrained(checkpoint, max_shard_size="40KB")
+    shards = sorted(checkpoint.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (checkpoint / "model.safetensors.index.json").is_file()
+    assert check_checkpoint(str(checkpoint))["model_type"] == "st2si"
+    shards[1].unlink()
+    with pytest.raises(FileNotFoundError, match=f"names shard\\(s\\) that are not there: {shards[1].name}"):
+        check_checkpoint(str(checkpoint))

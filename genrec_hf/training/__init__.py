@@ -1,7 +1,7 @@
 """Collators, datasets and Trainer metrics per method."""
 
 from .genrec import GenRecCollator, genrec_datasets
-from .ranking import SELECT_ON_VALIDATION, RankingMetrics, RecommenderEvalCallback, keep_labelled_logits
+from .ranking import SELECT_ON_VALIDATION, RankingMetrics, RecommenderEvalCallback, keep_labelled_logits, parse_selecting_on_validation
 from .st2si import (
     SeqRecCollator,
     alignment_rows,
@@ -25,6 +25,7 @@ __all__ = [
     "extract_query_states",
     "ilp_feature_datasets",
     "keep_labelled_logits",
+    "parse_selecting_on_validation",
     "sequence_rows",
     "st2si_datasets",
     "training_windows",

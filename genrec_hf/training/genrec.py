@@ -56,11 +56,11 @@ class GenRecCollator:
         p, user = self.processor, row.get("user")
         if "target" in row:
             return p.encode(row["history"], int(row["target"]), user=user)
-        if self.unknown_user_prob and self.rng.random() < self.unknown_user_prob:
-            user = None
         items = list(row["items"])
         if len(items) < 2 and self.stage == "finetune":
             raise ValueError(f"user {user!r}: finetuning needs at least two training items")
+        if self.unknown_user_prob and self.rng.random() < self.unknown_user_prob:
+            user = None
         if self.stage == "pretrain":
             window = p.window(items)
             return p.encode(items, user=user, mask_position=self.rng.randrange(len(window)))

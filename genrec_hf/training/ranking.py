@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 from transformers import TrainerCallback
@@ -10,10 +12,8 @@ from ..metrics import metrics_from_ranks, target_ranks
 
 VALIDATION_KS = (1, 5, 10, 20)
 
-# TrainingArguments defaults for selecting the best checkpoint on validation ranking quality.
-# Set them on the parser (`HfArgumentParser.set_defaults`) before parsing: TrainingArguments
-# derives greater_is_better from metric_for_best_model in __post_init__, so a metric the user
-# names on the command line (e.g. "loss") keeps its own direction.
+# TrainingArguments defaults for selecting the best checkpoint on validation ranking quality
+# (see parse_selecting_on_validation).
 SELECT_ON_VALIDATION = {
     "eval_strategy": "epoch",
     "save_strategy": "epoch",
@@ -22,6 +22,29 @@ SELECT_ON_VALIDATION = {
     "save_total_limit": 1,
     "report_to": "none",
 }
+
+
+def parse_selecting_on_validation(parser, args: list[str] | None = None):
+    """`parser.parse_args_into_dataclasses(args)` with SELECT_ON_VALIDATION as the defaults of its
+    TrainingArguments, except where the command line says otherwise.
+
+    The defaults are set before parsing, so TrainingArguments.__post_init__ derives
+    greater_is_better from the metric (a "loss" the user names is minimised). A strategy or step
+    count given for evaluation alone is used for saving too (load_best_model_at_end needs them to
+    match), and `--eval_strategy no` turns best-model loading off.
+    """
+    argv = sys.argv[1:] if args is None else list(args)
+    given = vars(parser.parse_known_args(argv)[0])
+    named = {arg[2:].split("=")[0].replace("-", "_") for arg in argv if arg.startswith("--")}
+    defaults = {key: value for key, value in SELECT_ON_VALIDATION.items() if key not in named}
+    for eval_key, save_key in (("eval_strategy", "save_strategy"), ("eval_steps", "save_steps")):
+        if eval_key in named and save_key not in named and given[eval_key] not in (None, "no"):
+            defaults[save_key] = given[eval_key]
+    named_strategies = [given[key] for key in ("eval_strategy", "save_strategy") if key in named]
+    if "no" in named_strategies and "load_best_model_at_end" not in named:
+        defaults["load_best_model_at_end"] = False
+    parser.set_defaults(**defaults)
+    return parser.parse_args_into_dataclasses(argv)
 
 
 def _labelled_rows(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -75,7 +75,7 @@ class GenRecEncoder(nn.Module):
         self.id_embedding = model.id_embedding
 
     def forward(self, input_ids=None, attention_mask=None, token_user_ids=None, token_item_ids=None, inputs_embeds=None, **kwargs):
-        if input_ids is not None and token_user_ids is None and token_item_ids is None:
+        if input_ids is not None and (token_user_ids is None or token_item_ids is None):
             # without them the model silently drops eq. 2's ID embeddings: a different model
             raise ValueError(
                 "GenRec needs token_user_ids and token_item_ids with input_ids (the entity of each token): "
