@@ -8,7 +8,7 @@
 5. saves a checkpoint folder, reloads it with AutoModel.from_pretrained and prints top-10
    titles for a few users next to their recent history.
 
-CPU-friendly defaults (about 14 minutes on 2 cores) trade away: a history window of 20 items
+CPU-friendly defaults (12-14 minutes on 2 idle cores) trade away: a history window of 20 items
 (paper: 50), all but the newest 2 training windows per user (--windows all trains on every
 transition: better, about 2.5x slower), and full tuning of the backbone (the paper's best
 setting; it needs a GPU: `genrec-hf train --method st2si --tune-mode full --max-items 50 ...`).
