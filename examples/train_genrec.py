@@ -23,7 +23,7 @@ from genrec_hf.evaluation import evaluate_recommender
 from genrec_hf.models import GenRecForConditionalGeneration
 from genrec_hf.training import RecommenderEvalCallback, parse_selecting_on_validation
 from genrec_hf.training.genrec import GenRecCollator, genrec_datasets
-from genrec_hf.training.recipes import record_results, save_checkpoint, selection_record
+from genrec_hf.training.recipes import ranking_summary, record_results, save_checkpoint, selection_record
 
 
 @dataclass
@@ -92,7 +92,7 @@ def main():
         "dataset_stats": data.stats(),
         "training": {**vars(gargs), "learning_rate": training_args.learning_rate, "epochs": training_args.num_train_epochs},
         **selection,
-        "validation": {k.removeprefix("eval_"): v for k, v in valid.items() if "@" in k or k.endswith(("mrr", "ratio"))},
+        "validation": ranking_summary(valid),
     })
     test = evaluate_recommender(SeqRecPipeline(trainer.model, processor), data.splits["test"], limit=gargs.limit_users,
                                 top_k=gargs.beam_size)

@@ -29,7 +29,7 @@ from genrec_hf.training import (
     parse_selecting_on_validation,
     st2si_datasets,
 )
-from genrec_hf.training.recipes import record_results, save_checkpoint, selection_record
+from genrec_hf.training.recipes import ranking_summary, record_results, save_checkpoint, selection_record
 
 
 @dataclass
@@ -101,7 +101,7 @@ def main():
         "training": {**vars(data_args), **vars(model_args), "learning_rate": training_args.learning_rate,
                      "epochs": training_args.num_train_epochs},
         **selection,
-        "validation": {k.removeprefix("eval_"): v for k, v in valid.items() if "@" in k or k.endswith("mrr")},
+        "validation": ranking_summary(valid),
     })
     test = evaluate_recommender(SeqRecPipeline(trainer.model, processor), data.splits["test"], limit=data_args.limit_users)
     record_results(training_args.output_dir, test)

@@ -151,7 +151,7 @@ def _training_config(args):
 def cmd_train(args) -> int:
     from .evaluation import evaluate_recommender
     from .pipeline import SeqRecPipeline
-    from .training.recipes import record_results, train_genrec, train_st2si
+    from .training.recipes import ranking_summary, record_results, train_genrec, train_st2si
 
     trainers = {"st2si": train_st2si, "genrec": train_genrec}
     if args.method not in trainers:
@@ -164,7 +164,7 @@ def cmd_train(args) -> int:
     print(data.describe())
     cfg = _training_config(args)
     model, processor, valid = trainers[args.method](data, args.output_dir, cfg, overwrite=args.overwrite, dataset_spec=_dataset_spec(args))
-    shown = {k.removeprefix("eval_"): v for k, v in valid.items() if "@" in k or k.endswith(("mrr", "ratio"))}
+    shown = ranking_summary(valid)
     print("\nbest validation: " + ", ".join(f"{k}={v:.4f}" for k, v in shown.items()))
     print(f"checkpoint saved to {args.output_dir}")
     if not args.skip_test:

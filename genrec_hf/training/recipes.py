@@ -17,7 +17,7 @@ from transformers import Trainer, TrainingArguments, set_seed
 from ..backbones import BART_SIZES
 from ..cards import write_model_card
 from ..processing import ST2SI_DEFAULTS, SeqRecProcessor
-from .ranking import RankingMetrics, keep_labelled_logits
+from .ranking import SELECT_ON_VALIDATION, RankingMetrics, keep_labelled_logits
 from .st2si import SeqRecCollator, ilp_feature_datasets, st2si_datasets
 
 logger = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def _training_arguments(
         eval_steps=eval_every_steps if by_steps and select_on_validation else None,
         save_steps=eval_every_steps if by_steps and select_on_validation else None,
         load_best_model_at_end=select_on_validation,
-        metric_for_best_model="ndcg@10" if select_on_validation else None,
+        metric_for_best_model=SELECT_ON_VALIDATION["metric_for_best_model"] if select_on_validation else None,
         greater_is_better=True if select_on_validation else None,
         save_total_limit=1,
         logging_steps=10,
@@ -257,6 +257,11 @@ def _logged_eval(state, best_checkpoint: str | None) -> dict:
     return merged if "eval_ndcg@10" in merged else {}
 
 
+def ranking_summary(metrics: dict) -> dict:
+    """The ranking metrics (hr@k, ndcg@k, mrr, valid_ratio) of a Trainer metrics dict, without the eval_ prefix."""
+    return {k.removeprefix("eval_"): v for k, v in metrics.items() if "@" in k or k.endswith(("mrr", "ratio"))}
+
+
 def selection_record(trainer: Trainer) -> dict:
     """How the Trainer chose its model: the metric, its best value, the checkpoint and every
     validation it logged (for training_info.json, so the choice can be checked afterwards)."""
@@ -291,7 +296,7 @@ def _train_and_save(trainer: Trainer, processor, output_dir: str, method: str, d
         "training": asdict(cfg),
         **selection_record(trainer),
         "validation": {
-            **{k.removeprefix("eval_"): v for k, v in valid_metrics.items() if "@" in k or k.endswith(("mrr", "ratio"))},
+            **ranking_summary(valid_metrics),
             "users": len(trainer.eval_dataset),
         },
     })
