@@ -105,7 +105,7 @@ def evaluate_recommender(
             batch_users = list(users[start:start + batch_size])
             batch_targets = torch.as_tensor(targets[start:start + batch_size])
             if scoring:
-                scores = recommender.score_items(batch_hist, batch_users).float().cpu()
+                scores = recommender.score_items(batch_hist, batch_users).cpu()  # ranked in its own dtype
                 if exclude_history:
                     scores = mask_history(scores, full_hist)  # everything seen, not only what the model read
                 all_ranks.append(target_ranks(scores, batch_targets))

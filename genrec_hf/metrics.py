@@ -44,7 +44,10 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     if targets.numel() and (targets.min() < 0 or targets.max() >= num_items):
         bad = targets[(targets < 0) | (targets >= num_items)][0].item()
         raise ValueError(f"unknown item id {bad} in targets: scores cover items 0..{num_items - 1}")
-    scores = torch.nan_to_num(scores.float(), nan=-math.inf)
+    if not scores.is_floating_point():
+        scores = scores.double()  # integer scores: exact in float64; floats keep their own dtype
+    # NaN ranks as -inf (nan_to_num would also turn -inf into -FLT_MAX, above a NaN)
+    scores = scores.masked_fill(torch.isnan(scores), -math.inf)
     target_scores = scores.gather(1, targets[:, None])
     # counts the target itself, so this is 1 + the number of other items scored >= it
     return (scores >= target_scores).sum(dim=1).double()

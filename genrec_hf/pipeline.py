@@ -66,7 +66,7 @@ class SeqRecPipeline:
         """Full-catalog scores [batch, num_items] (scoring models)."""
         if not self.full_ranking:
             raise TypeError(f"{type(self.model).__name__} ranks by generation: use rank_items / recommend")
-        return self.model.item_scores(**self._inputs(histories, users)).float()
+        return self.model.item_scores(**self._inputs(histories, users))
 
     @torch.no_grad()
     def rank_items(self, histories, users=None, top_k: int = 20, exclude_history: bool = False):

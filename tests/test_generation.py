@@ -90,3 +90,49 @@ def test_rank_beams_dedupes_drops_invalid_and_history():
     assert ids.tolist() == [[4, 9, 2], [1, -1, -1]]
     ids, _, _ = rank_beams(items, scores, top_k=8)  # more than beams: padded
     assert ids.shape == (2, 8) and ids[0, 5:].eq(-1).all()
+
+
+class ScriptedLogProbs:
+    """A LogitsProcessor that replaces the model's log-probs by a fixed table keyed by the tokens
+    generated so far: the search alone decides which items come out."""
+
+    def __init__(self, table: dict[tuple, dict[int, float]]):
+        self.table = table
+
+    def __call__(self, input_ids, scores):
+        out = torch.full_like(scores, -1e4)
+        for row, ids in enumerate(input_ids[:, 1:].tolist()):
+            for token, logp in self.table.get(tuple(ids), {}).items():
+                out[row, token] = logp
+        return out
+
+
+def test_item_beam_search_completes_the_longest_item_when_it_is_best():
+    """Short items finish first; the best item is the longest. With early_stopping=True, search
+    stops once num_beams hypotheses have finished and never completes it."""
+    from genrec_hf.generation import ITEM_BEAM_SEARCH
+    from genrec_hf.models import GenRecConfig, GenRecForConditionalGeneration
+
+    config = BartConfig(vocab_size=64, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=16, decoder_ffn_dim=16, max_position_embeddings=32,
+                        pad_token_id=PAD, bos_token_id=0, eos_token_id=EOS, decoder_start_token_id=START, forced_eos_token_id=None)
+    model = GenRecForConditionalGeneration(GenRecConfig(text_config=config, num_users=1, num_items=3, max_item_tokens=4)).eval()
+    short, middle, longest = [10, EOS], [12, 21, EOS], [12, 20, 30, EOS]
+    model.set_item_tokens(torch.tensor([short + [-1, -1], middle + [-1], longest]))
+    scripted = ScriptedLogProbs({
+        (): {12: -0.5, 10: -0.6},
+        (10,): {EOS: 0.0},
+        (12,): {20: 0.0, 21: -0.2},
+        (12, 21): {EOS: 0.0},
+        (12, 20): {30: 0.0},
+        (12, 20, 30): {EOS: 0.0},
+    })  # totals: longest -0.5 > short -0.6 > middle -0.7; short and middle finish while longest runs
+    inputs = {"input_ids": torch.tensor([[0, 5, EOS]]), "token_user_ids": torch.full((1, 3), -1),
+              "token_item_ids": torch.full((1, 3), -1)}
+    assert model.generation_config.early_stopping == ITEM_BEAM_SEARCH["early_stopping"] == "never"
+    out = model.recommend(**inputs, top_k=2, num_beams=2, logits_processor=LogitsProcessorList([scripted]))
+    assert out.item_ids.tolist() == [[2, 0]]
+    assert torch.allclose(out.scores, torch.tensor([[-0.5, -0.6]]))
+    stopped_early = model.recommend(**inputs, top_k=2, num_beams=2, early_stopping=True,
+                                    logits_processor=LogitsProcessorList([scripted]))
+    assert 2 not in stopped_early.item_ids.tolist()[0]  # the defect this setting fixes

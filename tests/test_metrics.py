@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from genrec_hf.baselines import PopularityRecommender
 from genrec_hf.evaluation import evaluate_recommender
-from genrec_hf.metrics import rank_metrics, ranked_list_metrics
+from genrec_hf.metrics import rank_metrics, ranked_list_metrics, target_ranks
 
 
 def reference_metrics(scores, targets, ks):
@@ -110,6 +110,21 @@ def test_nan_scores_count_as_worst():
     scores = torch.tensor([[float("nan"), 0.0, 1.0]])
     assert rank_metrics(scores, torch.tensor([0]), ks=(3,))["hr@3"] == 1.0  # rank 3 of 3
     assert rank_metrics(scores, torch.tensor([0]), ks=(2,))["hr@2"] == 0.0
+
+
+def test_nan_ranks_as_minus_inf_not_below_it():
+    """A -inf target ties with a NaN item (both -inf): the pessimistic rank counts the NaN."""
+    scores = torch.tensor([[float("-inf"), float("nan"), 1.0]])
+    assert target_ranks(scores, torch.tensor([0])).tolist() == [3.0]
+    assert target_ranks(scores, torch.tensor([1])).tolist() == [3.0]
+
+
+def test_scores_are_ranked_in_their_own_dtype():
+    """float64 scores closer than float32 can tell apart must not become ties."""
+    scores = torch.tensor([[1.0, 1.0 + 1e-12, 0.0]], dtype=torch.float64)
+    assert target_ranks(scores, torch.tensor([1])).tolist() == [1.0]
+    assert target_ranks(scores.float(), torch.tensor([1])).tolist() == [2.0]  # what a float32 cast did
+    assert target_ranks(torch.tensor([[3, 5, 5]]), torch.tensor([1])).tolist() == [2.0]  # integer scores work
 
 
 def test_bad_inputs():

@@ -97,7 +97,7 @@ def test_loss_falls_on_a_toy_task(st2si_factory):
 def test_ilp_mode_trains_only_the_ilp(st2si_factory):
     model, processor = st2si_factory(tune_mode="ilp")
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {"ilp.weight", "ilp.bias"}
+    assert trainable == {"ilp.weight"}  # no bias by default (eq. 5)
     backbone_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     ilp_before = model.ilp.weight.detach().clone()
     args = TrainingArguments(output_dir="/tmp/unused", max_steps=3, per_device_train_batch_size=4,

@@ -2,6 +2,6 @@
 and beams -> ranked catalog items. Model folders that need it at load time carry `trie.py`
 (a link to `genrec_hf/generation/trie.py`), so Hub remote code works."""
 
-from .trie import TokenTrie, TrieConstrainedLogitsProcessor, prefix_allowed_tokens_oracle, rank_beams
+from .trie import ITEM_BEAM_SEARCH, TokenTrie, TrieConstrainedLogitsProcessor, prefix_allowed_tokens_oracle, rank_beams
 
-__all__ = ["TokenTrie", "TrieConstrainedLogitsProcessor", "prefix_allowed_tokens_oracle", "rank_beams"]
+__all__ = ["ITEM_BEAM_SEARCH", "TokenTrie", "TrieConstrainedLogitsProcessor", "prefix_allowed_tokens_oracle", "rank_beams"]

@@ -20,6 +20,13 @@ import torch
 from transformers import LogitsProcessor
 
 
+# Beam-search settings for ranking catalog items by their full log-probability: no length
+# penalty (an item's score is the sum of its tokens' log-probs) and `early_stopping="never"`,
+# HF's exact search. With `True`, search stops once `num_beams` hypotheses have finished, so a
+# longer item that would still outscore them is never completed.
+ITEM_BEAM_SEARCH = {"length_penalty": 0.0, "early_stopping": "never"}
+
+
 class TokenTrie:
     """All catalog items' token sequences (each ending with eos) as a trie.
 

@@ -21,6 +21,9 @@ class GenRecConfig(PretrainedConfig):
         beam_size (`int`, defaults to 20): beams for `recommend` (paper: 20, top 20). Not `num_beams`:
             transformers reads generation settings from the generation config only.
         id_init_std (`float`, defaults to 0.02): std of the ID tables' initial weights.
+        id_embedding_scale (`float`, defaults to 1.0): factor on the added ID embedding. 1.0 is
+            eq. 2 as written (token + position + ID); the public GenRec code multiplies by
+            1/sqrt(d_model). README "GenRec" gives the measurement behind the default.
     """
 
     model_type = "genrec"
@@ -35,6 +38,7 @@ class GenRecConfig(PretrainedConfig):
         constrained_decoding: bool = True,
         beam_size: int = 20,
         id_init_std: float = 0.02,
+        id_embedding_scale: float = 1.0,
         **kwargs,
     ):
         if isinstance(text_config, dict):
@@ -54,6 +58,7 @@ class GenRecConfig(PretrainedConfig):
         self.constrained_decoding = constrained_decoding
         self.beam_size = beam_size
         self.id_init_std = id_init_std
+        self.id_embedding_scale = float(id_embedding_scale)
         kwargs.setdefault("is_encoder_decoder", True)
         super().__init__(**kwargs)
 

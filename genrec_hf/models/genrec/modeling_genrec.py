@@ -21,7 +21,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import ModelOutput
 
 from .configuration_genrec import GenRecConfig
-from .trie import TokenTrie, TrieConstrainedLogitsProcessor, rank_beams
+from .trie import ITEM_BEAM_SEARCH, TokenTrie, TrieConstrainedLogitsProcessor, rank_beams
 
 
 @dataclass
@@ -40,16 +40,24 @@ class GenRecRecommendationOutput(ModelOutput):
     num_generated: torch.LongTensor | None = None
 
 
+class GenRecIdTable(nn.Embedding):
+    """A user or item ID table. Its own class so `_init_weights` matches the tables themselves:
+    transformers 5 never visits a container without parameters of its own (design.md §7)."""
+
+
 class GenRecIdEmbedding(nn.Module):
     """Adds the user or item ID embedding to the tokens that spell an entity (eq. 2).
 
-    Two separate tables, shared neither with each other nor with the vocabulary.
+    Two separate tables, shared neither with each other nor with the vocabulary. `scale`
+    multiplies the looked-up vector (1.0 = eq. 2 as written; the public GenRec code uses
+    1/sqrt(d_model)).
     """
 
-    def __init__(self, num_users: int, num_items: int, dim: int):
+    def __init__(self, num_users: int, num_items: int, dim: int, scale: float = 1.0):
         super().__init__()
-        self.user_embeddings = nn.Embedding(num_users + 1, dim)  # row 0: the unknown user
-        self.item_embeddings = nn.Embedding(num_items, dim)
+        self.user_embeddings = GenRecIdTable(num_users + 1, dim)  # row 0: the unknown user
+        self.item_embeddings = GenRecIdTable(num_items, dim)
+        self.scale = scale
 
     def forward(self, token_user_ids: torch.LongTensor | None, token_item_ids: torch.LongTensor | None, like: torch.Tensor) -> torch.Tensor:
         """token_*_ids: [batch, seq], the entity row of each token or -1. Returns [batch, seq, dim]."""
@@ -61,7 +69,7 @@ class GenRecIdEmbedding(nn.Module):
                 raise ValueError(f"ID {int(ids.max())} is outside a table of {table.num_embeddings} rows")
             hit = (ids >= 0).unsqueeze(-1)
             out = out + table(ids.clamp(min=0)).to(like.dtype) * hit
-        return out
+        return out * self.scale if self.scale != 1.0 else out
 
 
 class GenRecEncoder(nn.Module):
@@ -102,9 +110,9 @@ class GenRecPreTrainedModel(PreTrainedModel):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _init_weights(self, module):
-        if isinstance(module, GenRecIdEmbedding):
-            nn.init.normal_(module.user_embeddings.weight, std=self.config.id_init_std)
-            nn.init.normal_(module.item_embeddings.weight, std=self.config.id_init_std)
+        # the leaf tables, not their container: a module without parameters is never visited
+        if isinstance(module, GenRecIdTable):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.id_init_std)
 
 
 class GenRecForConditionalGeneration(GenRecPreTrainedModel, GenerationMixin):
@@ -117,7 +125,9 @@ class GenRecForConditionalGeneration(GenRecPreTrainedModel, GenerationMixin):
         if config.text_config is None:
             raise ValueError("GenRecConfig.text_config is required: a BART config")
         self.bart = bart if bart is not None else BartForConditionalGeneration(config.text_config)
-        self.id_embedding = GenRecIdEmbedding(config.num_users, config.num_items, config.text_config.d_model)
+        self.id_embedding = GenRecIdEmbedding(
+            config.num_users, config.num_items, config.text_config.d_model, scale=config.id_embedding_scale
+        )
         # every catalog item's decoder tokens (+ eos), -1 padded: the trie is built from it, and
         # saving it with the weights keeps checkpoint and catalog together
         self.register_buffer(
@@ -133,8 +143,7 @@ class GenRecForConditionalGeneration(GenRecPreTrainedModel, GenerationMixin):
             pad_token_id=text.pad_token_id,
             num_beams=config.beam_size,
             max_new_tokens=config.max_item_tokens,
-            length_penalty=0.0,  # rank items by their full log-probability
-            early_stopping=True,
+            **ITEM_BEAM_SEARCH,  # full log-probability, exact search (never stop before longer items finish)
         )
 
     @classmethod

@@ -32,7 +32,8 @@ class ST2SIConfig(PretrainedConfig):
         max_items (`int`, defaults to 50), max_item_tokens (`int`, defaults to 32):
             Input budget: the last `max_items` items of a history, each text cut to
             `max_item_tokens` tokens (the paper's settings).
-        ilp_bias (`bool`, defaults to `True`): whether the ILP has a bias (item prior).
+        ilp_bias (`bool`, defaults to `False`): whether the ILP has a bias (an item prior). Eq. 5 is
+            Softmax(W h) and the official code has none; the bias is an option, not the paper.
         initializer_range (`float`, defaults to 0.02): std of the ILP's initial weights.
     """
 
@@ -51,7 +52,7 @@ class ST2SIConfig(PretrainedConfig):
         alignment_instruction: str = "Please give the ID of the following item:",
         max_items: int = 50,
         max_item_tokens: int = 32,
-        ilp_bias: bool = True,
+        ilp_bias: bool = False,
         initializer_range: float = 0.02,
         **kwargs,
     ):

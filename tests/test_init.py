@@ -1,0 +1,88 @@
+"""Initial values of every parameter genrec_hf creates, for each way a model is built.
+
+Built from a config, wrapped around a (pretrained) backbone, and reloaded: the created
+parameters start from their stated distribution, a wrapped backbone keeps its weights, and a
+reload keeps the trained values (no re-init on load).
+"""
+
+import pytest
+import torch
+from transformers import AutoModel, BartConfig, BartForConditionalGeneration
+
+from genrec_hf.backbones import tiny_config
+from genrec_hf.models import GenRecConfig, GenRecForConditionalGeneration, ST2SIConfig, ST2SIForItemPrediction
+from init_checks import assert_created_parameters_initialised
+
+GENREC_PARAMS = {"id_embedding.user_embeddings.weight": (0.0, 0.02), "id_embedding.item_embeddings.weight": (0.0, 0.02)}
+
+
+def _bart_config():
+    return BartConfig(vocab_size=300, d_model=64, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+                      decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
+                      pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=None)
+
+
+def _state(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_genrec_id_tables_start_at_initializer_range_from_a_config():
+    torch.manual_seed(0)
+    model = GenRecForConditionalGeneration(GenRecConfig(text_config=_bart_config(), num_users=300, num_items=400))
+    assert_created_parameters_initialised(model, GENREC_PARAMS, ("bart.",))
+
+
+def test_genrec_id_tables_start_at_initializer_range_from_bart_and_bart_is_kept(tmp_path):
+    torch.manual_seed(0)
+    bart = BartForConditionalGeneration(_bart_config())
+    with torch.no_grad():  # stand-in for pretrained weights: values no init would produce
+        for p in bart.parameters():
+            p.add_(0.5)
+    before = _state(bart)
+    model = GenRecForConditionalGeneration.from_bart(bart, num_users=300, num_items=400, id_init_std=0.05)
+    assert_created_parameters_initialised(model, {k: (0.0, 0.05) for k in GENREC_PARAMS}, ("bart.",))
+    after = model.bart.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "wrapping re-initialised the pretrained BART"
+    model.save_pretrained(tmp_path)
+    reloaded = GenRecForConditionalGeneration.from_pretrained(tmp_path)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, reloaded.state_dict()[name]), f"{name} changed on reload"
+
+
+@pytest.mark.parametrize("ilp_bias", [False, True])
+def test_st2si_ilp_starts_at_initializer_range(ilp_bias, tmp_path):
+    torch.manual_seed(0)
+    config = ST2SIConfig(text_config=tiny_config("llama", vocab_size=300), num_items=500, query_token_id=5, ilp_bias=ilp_bias)
+    expected = {"ilp.weight": (0.0, 0.02), "ilp.bias": (0.0, 0.0)}
+    assert_created_parameters_initialised(ST2SIForItemPrediction(config), expected, ("backbone.",))
+    backbone = AutoModel.from_config(tiny_config("llama", vocab_size=300))
+    with torch.no_grad():
+        for p in backbone.parameters():
+            p.add_(0.5)
+    before = _state(backbone)
+    model = ST2SIForItemPrediction.from_backbone(backbone, num_items=500, query_token_id=5, ilp_bias=ilp_bias)
+    assert_created_parameters_initialised(model, expected, ("backbone.",))
+    assert all(torch.equal(before[k], model.backbone.state_dict()[k]) for k in before), "wrapping re-initialised the backbone"
+    with torch.no_grad():
+        model.ilp.weight.mul_(3.0)  # "trained" values must survive a reload
+    model.save_pretrained(tmp_path)
+    reloaded = ST2SIForItemPrediction.from_pretrained(tmp_path)
+    assert torch.equal(reloaded.ilp.weight, model.ilp.weight)
+
+
+def test_st2si_ilp_has_no_bias_by_default():
+    """Eq. 5 is Softmax(W h) and the official code has no bias; the bias is an option."""
+    assert ST2SIConfig().ilp_bias is False
+    model = ST2SIForItemPrediction(ST2SIConfig(text_config=tiny_config("llama", vocab_size=300), num_items=50, query_token_id=5))
+    assert model.ilp.bias is None
+
+
+def test_the_check_refuses_an_untested_parameter():
+    model = ST2SIForItemPrediction(ST2SIConfig(text_config=tiny_config("llama", vocab_size=300), num_items=500, query_token_id=5))
+    model.extra = torch.nn.Linear(64, 64)  # a parameter nobody stated an init for
+    with pytest.raises(AssertionError, match="extra.weight .* has no init expectation"):
+        assert_created_parameters_initialised(model, {"ilp.weight": (0.0, 0.02)}, ("backbone.",))
+    with torch.no_grad():
+        model.ilp.weight.normal_(0.0, 1.0)  # the bug the check exists for: PyTorch's N(0, 1)
+    with pytest.raises(AssertionError, match="ilp.weight starts with std"):
+        assert_created_parameters_initialised(model, {"ilp.weight": (0.0, 0.02), "extra.*": (0.0, 0.1)}, ("backbone.",))
