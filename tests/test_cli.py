@@ -1,4 +1,7 @@
 import json
+import re
+
+import pytest
 
 from genrec_hf.cli import main
 
@@ -63,6 +66,82 @@ def test_train_evaluate_recommend_tiny(tmp_path, capsys):
     assert sum(1 for line in lines if line.strip()[:2] in {"1.", "2.", "3.", "4."}) == 4
     assert main(["recommend", str(out_dir), "--user", "nobody"]) == 2
     assert "unknown user 'nobody'" in capsys.readouterr().err
+
+    # seen items are left out by default (as in the quickstart); --include-history brings them back
+    from genrec_hf.data import load_sequences
+
+    data = load_sequences("ml-100k")
+    seen = {data.catalog.original_id(i) for i in data.sequences["7"]}
+    num_unseen = len(data.catalog) - len(set(data.sequences["7"]))
+    assert main(["recommend", str(out_dir), "--user", "7", "--top-k", "100000"]) == 0
+    text = capsys.readouterr().out
+    assert "note: --top-k 100000 is more than the catalog's 1682 items" in text
+    assert f"top-{num_unseen} (unseen; 1682 asked, only {num_unseen} unseen items returned):" in text
+    listed = [m.group(1) for m in re.finditer(r"^ *\d+\. +(\S+) ", text, flags=re.M)]
+    assert len(listed) == num_unseen and not seen & set(listed)
+    assert main(["recommend", str(out_dir), "--user", "7", "--top-k", "1682", "--include-history"]) == 0
+    text = capsys.readouterr().out
+    assert "top-1682 (seen items included):" in text and "note:" not in text
+
+
+def test_checkpoint_path_is_checked_first(tmp_path, capsys):
+    missing = tmp_path / "no-such-ckpt"
+    for command in (["recommend", str(missing), "--user", "7"], ["evaluate", str(missing), "--no-progress"],
+                    ["recommend", str(missing), "--user", "7", "--dataset", "ml-100k"]):
+        assert main(command) == 2
+        assert capsys.readouterr().err.strip() == f"error: checkpoint folder not found: {missing}"
+    for command in (["recommend", str(tmp_path), "--user", "7"], ["evaluate", str(tmp_path), "--no-progress"]):
+        assert main(command) == 2
+        assert capsys.readouterr().err.strip() == f"error: {tmp_path} is not a checkpoint folder (no config.json)"
+
+
+TRAIN = ["train", "--method", "st2si", "--output-dir", "unused"]
+
+
+@pytest.mark.parametrize("argv,option,allowed", [
+    (["recommend", "ckpt", "--top-k", "0"], "--top-k", "an integer >= 1"),
+    (["recommend", "ckpt", "--top-k", "-5"], "--top-k", "an integer >= 1"),
+    (["recommend", "ckpt", "--top-k", "ten"], "--top-k", "an integer >= 1"),
+    (["recommend", "ckpt", "--k-core", "-1"], "--k-core", "an integer >= 0"),
+    (["evaluate", "--batch-size", "0"], "--batch-size", "an integer >= 1"),
+    (["evaluate", "--max-history", "0"], "--max-history", "an integer >= 1"),
+    (["evaluate", "--top-k", "-1"], "--top-k", "an integer >= 1"),
+    (["evaluate", "--num-beams", "0"], "--num-beams", "an integer >= 1"),
+    (["data", "stats", "ml-100k", "--k-core", "1.5"], "--k-core", "an integer >= 0"),
+    (TRAIN + ["--epochs", "0"], "--epochs", "a number > 0"),
+    (TRAIN + ["--epochs", "nan"], "--epochs", "a number > 0"),
+    (TRAIN + ["--max-steps", "0"], "--max-steps", "an integer >= 1, or -1 for no limit"),
+    (TRAIN + ["--learning-rate", "-0.001"], "--learning-rate", "a number > 0"),
+    (TRAIN + ["--batch-size", "0"], "--batch-size", "an integer >= 1"),
+    (TRAIN + ["--max-items", "0"], "--max-items", "an integer >= 1"),
+    (TRAIN + ["--seed", "-1"], "--seed", "an integer from 0 to 2**32-1"),
+    (TRAIN + ["--limit-users", "0"], "--limit-users", "an integer >= 1"),
+    (TRAIN + ["--max-item-tokens", "0"], "--max-item-tokens", "an integer >= 1"),
+    (TRAIN + ["--windows", "0"], "--windows", "an integer N >= 1 or a window word (see --help)"),
+    (TRAIN + ["--pretrain-epochs", "-1"], "--pretrain-epochs", "a number >= 0"),
+    (TRAIN + ["--pretrain-max-steps", "-2"], "--pretrain-max-steps", "an integer >= 1, or -1 for no limit"),
+    (TRAIN + ["--unknown-user-prob", "1.5"], "--unknown-user-prob", "a number from 0 to 1"),
+    (TRAIN + ["--beam-size", "0"], "--beam-size", "an integer >= 1"),
+    (TRAIN + ["--eval-every", "0"], "--eval-every", "a number > 0"),
+])
+def test_numeric_options_are_validated(argv, option, allowed, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith(f"error: argument {option}: expected {allowed}, got {argv[-1]!r}")
+
+
+def test_numeric_options_accept_their_bounds():
+    from genrec_hf.cli import build_parser
+
+    args = build_parser().parse_args(TRAIN + ["--max-steps", "-1", "--pretrain-epochs", "0", "--unknown-user-prob", "1",
+                                              "--windows", "3", "--seed", "0", "--epochs", "0.5"])
+    assert (args.max_steps, args.pretrain_epochs, args.unknown_user_prob, args.windows, args.seed, args.epochs) == (
+        -1, 0.0, 1.0, "3", 0, 0.5)
+    assert build_parser().parse_args(["recommend", "ckpt"]).include_history is False
+    assert build_parser().parse_args(["recommend", "ckpt", "--include-history"]).include_history is True
+    assert build_parser().parse_args(["evaluate", "ckpt"]).exclude_history is False  # the protocol's default
 
 
 def test_evaluate_checkpoint_on_another_catalog_is_refused(tmp_path, capsys):

@@ -84,3 +84,28 @@ def test_trainer_flags_override_the_validation_selection_defaults(tmp_path, argv
     (args,) = parse_selecting_on_validation(HfArgumentParser(TrainingArguments), ["--output_dir", str(tmp_path), *argv])
     for key, value in expected.items():
         assert getattr(args, key) == value, key
+
+
+def test_quickstart_prints_where_it_saved_and_commands_that_work(tmp_path, monkeypatch, capsys):
+    import re
+    import shlex
+
+    out_dir = tmp_path / "quick"
+    run_example("quickstart.py", ["--backbone", "tiny", "--limit-users", "20", "--epochs", "1", "--show-users", "1",
+                                  "--output-dir", str(out_dir)], monkeypatch)
+    lines = capsys.readouterr().out.splitlines()
+    assert f"checkpoint saved to {out_dir.resolve()}" in lines
+    recommend = next(line.strip() for line in lines if line.strip().startswith("genrec-hf recommend "))
+    upload = next(line.strip() for line in lines if line.strip().startswith("genrec-hf upload "))
+    assert recommend == f"genrec-hf recommend {out_dir.resolve()} --user 1"
+    assert upload == f"genrec-hf upload {out_dir.resolve()} --repo-id <you>/<name> --dry-run"
+    shown = next(line for line in lines if "ST2SI top-10 (unseen):" in line)
+
+    # the printed command lists the same unseen top-10 the quickstart showed for that user
+    assert cli(shlex.split(recommend)[1:]) == 0
+    text = capsys.readouterr().out
+    assert "top-10 (unseen):" in text
+    titles = re.findall(r"^ *\d+\. +\S+  (.*)  \(-?[\d.]+\)$", text, flags=re.M)
+    assert shown.split("(unseen): ", 1)[1] == repr(titles)
+    assert cli(shlex.split(upload.replace("<you>/<name>", "me/st2si-ml100k"))[1:]) == 0
+    assert "nothing pushed" in capsys.readouterr().out
