@@ -1,7 +1,7 @@
 """GenRec with a plain HF Trainer: masked-item pretraining, then finetuning; every knob is a flag.
 
     python examples/train_genrec.py --dataset ml-100k --backbone bart-small --output_dir runs/genrec \\
-        --pretrain_epochs 10 --num_train_epochs 30 --learning_rate 5e-4
+        --pretrain_epochs 10 --learning_rate 5e-4
 
 `--backbone` is a BART folder / Hub id (the paper: facebook/bart-base, learning rate 1e-5) or a
 random-init size (tiny, bart-small) when no weights are at hand. `TrainingArguments` flags apply
@@ -23,7 +23,7 @@ from genrec_hf.evaluation import evaluate_recommender
 from genrec_hf.models import GenRecForConditionalGeneration
 from genrec_hf.training import RecommenderEvalCallback, parse_selecting_on_validation
 from genrec_hf.training.genrec import GenRecCollator, genrec_datasets
-from genrec_hf.training.recipes import ranking_summary, record_results, save_checkpoint, selection_record
+from genrec_hf.training.recipes import early_stopping, ranking_summary, record_results, save_checkpoint, selection_record
 
 
 @dataclass
@@ -39,11 +39,14 @@ class GenRecArguments:
     finetune_targets: str = field(default="last", metadata={"help": "last training item (the paper's target, one step earlier so validation stays unseen) | random cut point per epoch"})
     unknown_user_prob: float = field(default=0.1, metadata={"help": "share of training rows shown as the unknown user (0 = the paper)"})
     beam_size: int = field(default=20, metadata={"help": "beams for recommendation (paper: 20)"})
+    early_stopping_patience: int = field(default=5, metadata={"help": "validations without improvement before stopping; 0 = off"})
+    id_embedding_scale: float = field(default=1.0, metadata={"help": "factor on the added ID embedding (1.0 = eq. 2)"})
     limit_users: int | None = field(default=None, metadata={"help": "smoke runs: first N users"})
 
 
 def main():
     parser = HfArgumentParser((GenRecArguments, TrainingArguments))
+    parser.set_defaults(num_train_epochs=50)  # a ceiling: early stopping on validation ends the run
     gargs, training_args = parse_selecting_on_validation(parser)  # best checkpoint on validation
     training_args.remove_unused_columns = False  # rows are raw sequences; the collators tokenize
     set_seed(training_args.seed)
@@ -58,7 +61,8 @@ def main():
                                 max_items=gargs.max_items, max_length=gargs.max_length, seed=training_args.seed)
     table = processor.item_token_table()
     model = GenRecForConditionalGeneration.from_bart(bart, processor.num_users, processor.num_items, vocab_size=len(tokenizer),
-                                                     max_item_tokens=table.shape[1], beam_size=gargs.beam_size)
+                                                     max_item_tokens=table.shape[1], beam_size=gargs.beam_size,
+                                                     id_embedding_scale=gargs.id_embedding_scale)
     model.set_item_tokens(table)
     if torch.cuda.is_available():
         model.cuda()
@@ -80,7 +84,8 @@ def main():
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=valid_ds,
         data_collator=GenRecCollator(processor, "finetune", finetune_targets=gargs.finetune_targets, seed=training_args.seed,
                                      unknown_user_prob=gargs.unknown_user_prob),
-        callbacks=[RecommenderEvalCallback(processor, valid_ds, top_k=gargs.beam_size)],
+        callbacks=[RecommenderEvalCallback(processor, valid_ds, top_k=gargs.beam_size),
+                   *early_stopping(gargs.early_stopping_patience, training_args)],
     )
     trainer.train()
     selection = selection_record(trainer)  # before the re-evaluation below adds to the log

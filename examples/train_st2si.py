@@ -1,11 +1,12 @@
 """Train ST2SI with a plain HF Trainer; every knob is a command-line flag.
 
     python examples/train_st2si.py --dataset ml-100k --backbone smollm2-135m --tune_mode ilp \\
-        --max_items 50 --output_dir runs/st2si --num_train_epochs 10 --learning_rate 3e-4
+        --max_items 50 --output_dir runs/st2si --learning_rate 3e-4
 
 All `TrainingArguments` flags work (--per_device_train_batch_size, --gradient_accumulation_steps,
 --bf16, --activation_checkpointing/--gradient_checkpointing, ...). Evaluation, checkpoint saving and
-best-model selection run on the validation split by default (every epoch, NDCG@10; any
+best-model selection run on the validation split by default (every epoch, NDCG@10, early stopping
+after 5 validations without improvement, at most 50 epochs; any
 `--eval_strategy` / `--metric_for_best_model` given overrides it), never on test; test is
 evaluated once at the end with the shared evaluator. The output folder is a full checkpoint:
 `genrec-hf evaluate DIR` and `genrec-hf recommend DIR --user ID` work on it.
@@ -22,14 +23,15 @@ from genrec_hf.evaluation import evaluate_recommender
 from genrec_hf.models.st2si.modeling_st2si import backbone_max_positions
 from genrec_hf.processing import ST2SI_DEFAULTS
 from genrec_hf.training import (
-        RankingMetrics,
+    QueryStateCollator,
+    RankingMetrics,
     SeqRecCollator,
     ilp_feature_datasets,
     keep_labelled_logits,
     parse_selecting_on_validation,
     st2si_datasets,
 )
-from genrec_hf.training.recipes import ranking_summary, record_results, save_checkpoint, selection_record
+from genrec_hf.training.recipes import early_stopping, ranking_summary, record_results, save_checkpoint, selection_record
 
 
 @dataclass
@@ -39,7 +41,8 @@ class DataArguments:
     item_file: str | None = field(default=None, metadata={"help": "item table / Amazon metadata"})
     k_core: int | None = field(default=None, metadata={"help": "0 disables; default 0 for MovieLens, 5 otherwise"})
     template: str = field(default="title", metadata={"help": "title | title_year_genres | attributes | format string"})
-    windows: str = field(default="last", metadata={"help": "training windows per user: last | all"})
+    windows: str = field(default="random", metadata={"help": "training windows per user and epoch: random (the official "
+                                                           "code's fresh (start, target) span) | last | all | N (newest N)"})
     limit_users: int | None = field(default=None, metadata={"help": "smoke runs: first N users"})
 
 
@@ -53,10 +56,12 @@ class ModelArguments:
     id_alignment: bool = field(default=True, metadata={"help": "mix in ID-alignment instructions"})
     cache_states: bool = field(default=True, metadata={"help": "ILP mode: compute backbone states once"})
     feature_batch_size: int = field(default=16, metadata={"help": "batch size for computing cached states"})
+    early_stopping_patience: int = field(default=5, metadata={"help": "validations without improvement before stopping (paper: 5); 0 = off"})
 
 
 def main():
     parser = HfArgumentParser((DataArguments, ModelArguments, TrainingArguments))
+    parser.set_defaults(num_train_epochs=50)  # a ceiling: early stopping on validation ends the run
     data_args, model_args, training_args = parse_selecting_on_validation(parser)  # best checkpoint on validation
     set_seed(training_args.seed)
 
@@ -79,15 +84,17 @@ def main():
     if model_args.tune_mode == "ilp" and model_args.cache_states:
         train_ds, valid_ds = ilp_feature_datasets(model, processor, data, id_alignment=model_args.id_alignment,
                                                   windows=data_args.windows, batch_size=model_args.feature_batch_size,
-                                                  limit_users=data_args.limit_users)
-        extra = {}
+                                                  limit_users=data_args.limit_users, seed=training_args.seed)
+        extra = {"data_collator": QueryStateCollator()} if data_args.windows == "random" else {}
     else:
         train_ds, valid_ds = st2si_datasets(processor, data, id_alignment=model_args.id_alignment,
-                                            windows=data_args.windows, limit_users=data_args.limit_users)
+                                            windows=data_args.windows, limit_users=data_args.limit_users,
+                                            seed=training_args.seed)
         extra = {"data_collator": SeqRecCollator(processor), "preprocess_logits_for_metrics": keep_labelled_logits}
 
     trainer = Trainer(model=model, args=training_args, train_dataset=train_ds, eval_dataset=valid_ds,
-                      compute_metrics=RankingMetrics(), **extra)
+                      compute_metrics=RankingMetrics(),
+                      callbacks=early_stopping(model_args.early_stopping_patience, training_args), **extra)
     trainer.train()
     selection = selection_record(trainer)  # before the re-evaluation below adds to the log
     valid = trainer.evaluate()

@@ -3,7 +3,11 @@
 from .genrec import GenRecCollator, genrec_datasets
 from .ranking import SELECT_ON_VALIDATION, RankingMetrics, RecommenderEvalCallback, keep_labelled_logits, parse_selecting_on_validation
 from .st2si import (
+    QueryStateCollator,
+    RandomWindowRows,
+    RandomWindowStates,
     SeqRecCollator,
+    draw_training_span,
     alignment_rows,
     evaluation_rows,
     extract_query_states,
@@ -19,7 +23,11 @@ __all__ = [
     "RecommenderEvalCallback",
     "SELECT_ON_VALIDATION",
     "genrec_datasets",
+    "QueryStateCollator",
+    "RandomWindowRows",
+    "RandomWindowStates",
     "SeqRecCollator",
+    "draw_training_span",
     "alignment_rows",
     "evaluation_rows",
     "extract_query_states",

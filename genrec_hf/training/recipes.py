@@ -12,13 +12,13 @@ import shutil
 from dataclasses import asdict, dataclass
 
 import torch
-from transformers import Trainer, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
 from ..backbones import BART_SIZES
 from ..cards import write_model_card
 from ..processing import ST2SI_DEFAULTS, SeqRecProcessor
 from .ranking import SELECT_ON_VALIDATION, RankingMetrics, keep_labelled_logits
-from .st2si import SeqRecCollator, ilp_feature_datasets, st2si_datasets
+from .st2si import QueryStateCollator, SeqRecCollator, check_windows, ilp_feature_datasets, st2si_datasets
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +36,14 @@ class ST2SITrainingConfig:
     max_length: int | None = None  # input tokens; default: the backbone's position limit
     multi_query: bool = True
     id_alignment: bool = True
-    windows: str | int = "last"  # training windows per user: "last" (paper), "all" or the newest N
-    cache_states: bool = True  # ILP mode: compute backbone states once, reuse every epoch
-    epochs: float = 10.0
+    windows: str | int = "random"  # per user and epoch: "random" (the official code's span), "last", "all" or the newest N
+    cache_states: bool = True  # ILP mode: backbone states computed once per window and reused
+    epochs: float = 50.0  # a ceiling: early stopping ends the run (paper: patience 5 on validation)
+    early_stopping_patience: int = 5  # validations without improvement before stopping; 0 = off
     max_steps: int = -1
     learning_rate: float | None = None  # paper: 5e-5 full, 3e-4 ILP
     weight_decay: float = 0.0
-    batch_size: int | None = None  # default: 256 on cached states, 8 on text
+    batch_size: int | None = None  # default: cached states 256 queries (fixed windows) or 32 windows (random); text 8
     gradient_accumulation_steps: int = 1
     eval_batch_size: int = 16
     seed: int = 42
@@ -53,6 +54,20 @@ class ST2SITrainingConfig:
         if self.learning_rate is not None:
             return self.learning_rate
         return 3e-4 if self.tune_mode == "ilp" else 5e-5
+
+
+def early_stopping(patience: int, args: TrainingArguments | None = None) -> list:
+    """[EarlyStoppingCallback] on the selection metric (validation NDCG@10), or [] for patience 0
+    or when `args` selects no best model (nothing to stop on).
+
+    Patience counts validations, not epochs: with `eval_every` > 1 epoch it spans more epochs."""
+    if patience < 0:
+        raise ValueError(f"early_stopping_patience must be >= 0, got {patience}")
+    if args is not None and not (args.load_best_model_at_end and args.metric_for_best_model):
+        if patience:
+            logger.warning("early stopping is off: it needs load_best_model_at_end and metric_for_best_model")
+        return []
+    return [EarlyStoppingCallback(early_stopping_patience=patience)] if patience else []
 
 
 def _check_output_dir(output_dir: str, overwrite: bool) -> None:
@@ -130,20 +145,23 @@ def train_st2si(data, output_dir: str, cfg: ST2SITrainingConfig | None = None, o
     if torch.cuda.is_available():
         model.cuda()
     cached = cfg.tune_mode == "ilp" and cfg.cache_states
+    random_windows = check_windows(cfg.windows) == "random"
     if cached:
         train_ds, valid_ds = ilp_feature_datasets(
             model, processor, data, id_alignment=cfg.id_alignment, windows=cfg.windows,
-            batch_size=cfg.eval_batch_size, limit_users=cfg.limit_users, progress=cfg.progress,
+            batch_size=cfg.eval_batch_size, limit_users=cfg.limit_users, progress=cfg.progress, seed=cfg.seed,
         )
-        extra = {}
+        extra = {"data_collator": QueryStateCollator()} if random_windows else {}
     else:
         train_ds, valid_ds = st2si_datasets(
-            processor, data, id_alignment=cfg.id_alignment, windows=cfg.windows, limit_users=cfg.limit_users
+            processor, data, id_alignment=cfg.id_alignment, windows=cfg.windows, limit_users=cfg.limit_users, seed=cfg.seed,
         )
         extra = {"data_collator": SeqRecCollator(processor), "preprocess_logits_for_metrics": keep_labelled_logits}
     work_dir = os.path.join(output_dir, "trainer_checkpoints")
+    # cached fixed windows: one query per example; random windows: one window (up to max_items queries) per example
+    default_batch = (32 if random_windows else 256) if cached else 8
     args = _training_arguments(
-        work_dir, batch_size=cfg.batch_size or (256 if cached else 8), eval_batch_size=256 if cached else cfg.eval_batch_size,
+        work_dir, batch_size=cfg.batch_size or default_batch, eval_batch_size=256 if cached else cfg.eval_batch_size,
         learning_rate=cfg.resolved_learning_rate(), epochs=cfg.epochs, max_steps=cfg.max_steps, seed=cfg.seed,
         progress=cfg.progress, weight_decay=cfg.weight_decay, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
     )
@@ -153,6 +171,7 @@ def train_st2si(data, output_dir: str, cfg: ST2SITrainingConfig | None = None, o
         train_dataset=train_ds,
         eval_dataset=valid_ds,
         compute_metrics=RankingMetrics(),
+        callbacks=early_stopping(cfg.early_stopping_patience),
         **extra,
     )
     return _train_and_save(trainer, processor, output_dir, "st2si", data, cfg, dataset_spec)
@@ -165,7 +184,9 @@ class GenRecTrainingConfig:
 
     backbone: str = "tiny"  # tiny | bart-small (random init) | BART folder / Hub id
     pretrain_epochs: float = 5.0  # masked-item pretraining; 0 = the "w/o pretraining" ablation
-    epochs: float = 25.0  # finetuning
+    epochs: float = 50.0  # finetuning ceiling (paper: 25); early stopping ends the run
+    early_stopping_patience: int = 5  # validations without improvement before stopping; 0 = off
+    id_embedding_scale: float = 1.0  # factor on the added ID embedding (1.0 = eq. 2; public code: 1/sqrt(d_model))
     pretrain_max_steps: int = -1
     max_steps: int = -1
     learning_rate: float | None = None  # default 1e-5 for pretrained BART, 5e-4 for random init
@@ -212,7 +233,7 @@ def train_genrec(data, output_dir: str, cfg: GenRecTrainingConfig | None = None,
     table = processor.item_token_table()
     model = GenRecForConditionalGeneration.from_bart(
         bart, processor.num_users, processor.num_items, vocab_size=len(tokenizer),
-        max_item_tokens=table.shape[1], beam_size=cfg.beam_size,
+        max_item_tokens=table.shape[1], beam_size=cfg.beam_size, id_embedding_scale=cfg.id_embedding_scale,
     )
     model.set_item_tokens(table)
     if torch.cuda.is_available():
@@ -239,7 +260,8 @@ def train_genrec(data, output_dir: str, cfg: GenRecTrainingConfig | None = None,
         model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds,
         data_collator=GenRecCollator(processor, "finetune", finetune_targets=cfg.finetune_targets, seed=cfg.seed,
                                      unknown_user_prob=cfg.unknown_user_prob),
-        callbacks=[RecommenderEvalCallback(processor, valid_ds, batch_size=cfg.eval_batch_size, top_k=cfg.beam_size)],
+        callbacks=[RecommenderEvalCallback(processor, valid_ds, batch_size=cfg.eval_batch_size, top_k=cfg.beam_size),
+                   *early_stopping(cfg.early_stopping_patience)],
     )
     return _train_and_save(trainer, processor, output_dir, "genrec", data, cfg, dataset_spec)
 

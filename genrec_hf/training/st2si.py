@@ -1,14 +1,22 @@
 """ST2SI training data for an unchanged HF `Trainer`.
 
+Training windows per user (`windows=`):
+- "random" (default, the official code's sampling): every time a user's row is read, a fresh
+  seeded span is drawn: start ~ U[0, n-2], target ~ U[start+1, n-1], the input is the (at most
+  max_items) items before the target from start on. Over the epochs every transition is trained.
+- "last": only the newest window; "all": consecutive windows covering every transition once;
+  N: the newest N windows (fixed rows, the same every epoch).
+
 Full tuning: tokenized multi-query rows (+ ID-alignment rows) and `SeqRecCollator`.
 ILP tuning (frozen backbone): the backbone's states at the query positions are computed once
-(`extract_query_states`) and the Trainer fits the ILP on them for every epoch
-(`ilp_feature_datasets`); the validation states come free with the training pass, because the
-validation history is exactly the training sequence.
+and the Trainer fits the ILP on them (`ilp_feature_datasets`). With random windows the states of
+a drawn window are computed when it is first drawn and cached by its start (see
+`RandomWindowStates`).
 """
 
 from __future__ import annotations
 
+import random
 from typing import Sequence
 
 import numpy as np
@@ -30,6 +38,32 @@ class SeqRecCollator:
         return dict(self.processor.pad({k: [list(f[k]) for f in features] for k in keys}, return_tensors="pt"))
 
 
+WINDOW_CHOICES = "'random', 'last', 'all' or a positive number"
+
+
+def check_windows(windows) -> str | int:
+    if windows in ("random", "last", "all"):
+        return windows
+    if isinstance(windows, str) and windows.isdigit() and int(windows) >= 1:
+        return int(windows)
+    if isinstance(windows, int) and not isinstance(windows, bool) and windows >= 1:
+        return windows
+    raise ValueError(f"windows must be {WINDOW_CHOICES}, got {windows!r}")
+
+
+def draw_training_span(sequence: Sequence[int], max_items: int, rng: random.Random) -> tuple[int, int]:
+    """One training sample as the official ST2SI code draws it: (first input position, target position).
+
+    start ~ U[0, n-2], target ~ U[start+1, n-1]; the input is sequence[max(start, target - max_items):target].
+    """
+    n = len(sequence)
+    if n < 2:
+        raise ValueError("a training span needs a sequence of at least two items")
+    start = rng.randint(0, n - 2)
+    target = rng.randint(start + 1, n - 1)
+    return max(start, target - max_items), target
+
+
 def training_windows(sequence: Sequence[int], max_items: int, windows: str | int = "last") -> list[tuple[list[int], int | None]]:
     """Chunks of a training sequence for multi-query rows, oldest first, each with the item that
     follows it (None for the newest chunk: what follows is the validation target).
@@ -39,14 +73,13 @@ def training_windows(sequence: Sequence[int], max_items: int, windows: str | int
     query's label, every transition of the sequence is trained on once.
     An int N: the newest N such chunks (a budget between the two).
     """
+    windows = check_windows(windows)
+    if windows == "random":
+        raise ValueError("random windows are drawn per epoch: use RandomWindowRows / RandomWindowStates")
     if windows == "last":
         windows = 1
     elif windows == "all":
         windows = len(sequence)
-    elif isinstance(windows, str) and windows.isdigit():
-        windows = int(windows)
-    if not isinstance(windows, int) or windows < 1:
-        raise ValueError(f"windows must be 'last', 'all' or a positive number, got {windows!r}")
     chunks, end = [], len(sequence)
     while end > 0 and len(chunks) < windows:
         following = sequence[end] if end < len(sequence) else None
@@ -97,19 +130,127 @@ def evaluation_rows(processor: SeqRecProcessor, split) -> list[dict]:
     return rows
 
 
+class RandomWindowRows(torch.utils.data.Dataset):
+    """Training rows with a fresh random span per user every time the row is read (windows="random").
+
+    One row per user with at least two training items (drawn by `draw_training_span` from a
+    seeded generator), then `fixed_rows` (e.g. ID-alignment instructions) unchanged. Each epoch
+    reads every row once, so each epoch gets a new draw, through the unchanged Trainer and
+    `SeqRecCollator`. Draws happen where the rows are read: keep `dataloader_num_workers=0`
+    (worker processes would each replay the same generator).
+    """
+
+    def __init__(self, processor: SeqRecProcessor, sequences: Sequence[Sequence[int]], fixed_rows: Sequence[dict] = (), seed: int = 0):
+        self.processor = processor
+        self.sequences = [list(seq) for seq in sequences if len(seq) >= 2]
+        self.fixed_rows = list(fixed_rows)
+        self.rng = random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.sequences) + len(self.fixed_rows)
+
+    def draw(self, index: int) -> tuple[list[int], int, int]:
+        """(input items, target item, first input position) of a fresh span for user row `index`."""
+        seq = self.sequences[index]
+        first, target = draw_training_span(seq, self.processor.settings["max_items"], self.rng)
+        return seq[first:target], seq[target], first
+
+    def __getitem__(self, index: int) -> dict:
+        if index >= len(self.sequences):
+            return self.fixed_rows[index - len(self.sequences)]
+        items, target, _ = self.draw(index)
+        row = self.processor.encode(items, target)
+        return {"input_ids": row["input_ids"], "labels": row["labels"]}
+
+
+class RandomWindowStates(RandomWindowRows):
+    """`RandomWindowRows` as backbone states at the queries, for ILP tuning with a frozen backbone.
+
+    A row is `query_hidden_states` [num_queries, hidden] with `labels` [num_queries]; pad batches
+    with `QueryStateCollator`. The Trainer's DataLoader asks for a whole batch at once
+    (`__getitems__`), so the windows of a batch that are not cached yet run through the backbone
+    together. Cache: in a causal LM the states of a window depend only on its own items, so one
+    pass over the `max_items` items from a start gives the states of every window that starts
+    there (a prefix of that pass); passes are cached by (user, start) and reused across epochs.
+    The single-query ablation has no intermediate queries: its windows are cached whole.
+    Memory: at most one pass per training interaction, [max_items, hidden] float32 each.
+    """
+
+    def __init__(self, model, processor: SeqRecProcessor, sequences, fixed_states: Sequence[tuple[torch.Tensor, int]] = (),
+                 seed: int = 0, batch_size: int = 16):
+        super().__init__(processor, sequences, seed=seed)
+        self.model = model
+        self.fixed_rows = [{"query_hidden_states": state.reshape(1, -1), "labels": torch.tensor([label])} for state, label in fixed_states]
+        self.batch_size = batch_size
+        self.cache: dict[tuple, torch.Tensor] = {}
+
+    def __getitem__(self, index: int) -> dict:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        p, max_items = self.processor, self.processor.settings["max_items"]
+        plans, missing = [], {}
+        for index in indices:
+            if index >= len(self.sequences):
+                plans.append((index, None, None, None))
+                continue
+            items, target, first = self.draw(index)
+            labels = p.encode(items, target)["labels"]
+            seq = self.sequences[index]
+            span = seq[first:first + max_items]
+            # a prefix of the cached pass only when the processor keeps every item of both
+            shared = p.settings["multi_query"] and len(p.window(span)) == len(span) and len(p.window(items)) == len(items)
+            key = (index, first) if shared else (index, first, target)
+            if key not in self.cache and key not in missing:
+                missing[key] = p.encode(span if shared else items)
+            plans.append((index, key, labels, len(labels)))
+        if missing:
+            keys = list(missing)
+            states = extract_query_states(self.model, p, [missing[k] for k in keys], batch_size=self.batch_size, progress=False)
+            self.cache.update(zip(keys, states))
+        rows = []
+        for index, key, labels, count in plans:
+            if key is None:
+                rows.append(self.fixed_rows[index - len(self.sequences)])
+            else:
+                rows.append({"query_hidden_states": self.cache[key][:count], "labels": torch.tensor(labels)})
+        return rows
+
+
+class QueryStateCollator:
+    """Pads rows of query states [num_queries, hidden] (+ labels) into [batch, max_queries, hidden],
+    `query_mask` and labels (-100 on padding)."""
+
+    def __call__(self, features: list[dict]) -> dict:
+        states = [torch.as_tensor(f["query_hidden_states"]) for f in features]
+        width = max(s.shape[0] for s in states)
+        batch = torch.zeros(len(states), width, states[0].shape[-1], dtype=states[0].dtype)
+        mask = torch.zeros(len(states), width, dtype=torch.bool)
+        labels = torch.full((len(states), width), -100, dtype=torch.long)
+        for i, (s, f) in enumerate(zip(states, features)):
+            batch[i, : s.shape[0]] = s
+            mask[i, : s.shape[0]] = True
+            labels[i, : s.shape[0]] = torch.as_tensor(f["labels"])
+        return {"query_hidden_states": batch, "query_mask": mask, "labels": labels}
+
+
 def st2si_datasets(
     processor: SeqRecProcessor,
     data,
     id_alignment: bool = True,
-    windows: str = "last",
+    windows: str | int = "random",
     limit_users: int | None = None,
-) -> tuple[Dataset, Dataset]:
-    """(train, validation) `datasets.Dataset`s of tokenized rows for full tuning."""
+    seed: int = 0,
+) -> tuple[Dataset | RandomWindowRows, Dataset]:
+    """(train, validation) datasets of tokenized rows for full tuning (pad with `SeqRecCollator`)."""
+    windows = check_windows(windows)
     train_split, valid_split = data.train_valid(limit_users)
-    rows = sequence_rows(processor, train_split["items"], windows)
-    if id_alignment:
-        rows += alignment_rows(processor)
-    train = Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
+    fixed = alignment_rows(processor) if id_alignment else []
+    if windows == "random":
+        train = RandomWindowRows(processor, train_split["items"], fixed_rows=fixed, seed=seed)
+    else:
+        rows = sequence_rows(processor, train_split["items"], windows) + fixed
+        train = Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
     valid = Dataset.from_list(
         [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in evaluation_rows(processor, valid_split)]
     )
@@ -129,12 +270,18 @@ def extract_query_states(
     device = next(model.parameters()).device
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
     out: list[torch.Tensor | None] = [None] * len(rows)
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, unit="batch"):
-        idx = order[start:start + batch_size]
+    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    # the bar counts padded tokens, not batches: batches grow along the length order, so a
+    # per-batch bar would promise an ETA several times too short
+    cost = [len(idx) * len(rows[idx[-1]]["input_ids"]) for idx in batches]
+    bar = tqdm(total=sum(cost), desc=desc, disable=not progress, unit="tok", unit_scale=True)
+    for idx, batch_cost in zip(batches, cost):
         batch = processor.pad({"input_ids": [rows[i]["input_ids"] for i in idx]}, return_tensors="pt").to(device)
         states, mask = model.encode_queries(batch["input_ids"], batch["attention_mask"])
         for j, i in enumerate(idx):
             out[i] = states[j, mask[j]].float().cpu()
+        bar.update(batch_cost)
+    bar.close()
     model.train(was_training)
     return out
 
@@ -149,22 +296,26 @@ def ilp_feature_datasets(
     processor: SeqRecProcessor,
     data,
     id_alignment: bool = True,
-    windows: str = "last",
+    windows: str | int = "random",
     batch_size: int = 16,
     limit_users: int | None = None,
     progress: bool = True,
-) -> tuple[Dataset, Dataset]:
-    """(train, validation) datasets of precomputed query states for ILP-only tuning.
+    seed: int = 0,
+) -> tuple[Dataset | RandomWindowStates, Dataset]:
+    """(train, validation) datasets of backbone query states for ILP-only tuning.
 
-    Each example is one query: `query_hidden_states` [hidden] and its next-item label. Rows
-    with the same text are encoded once: with multi-query input, a user's validation row is
-    their (last) training window, whose final query has no training label, so validation
-    states cost nothing extra.
+    Fixed windows: each example is one query, `query_hidden_states` [hidden] and its next-item
+    label, all computed here. Rows with the same text are encoded once: with multi-query input,
+    a user's validation row is their (last) training window, whose final query has no training
+    label, so validation states cost nothing extra.
+    Random windows: a `RandomWindowStates` (pad with `QueryStateCollator`) whose states are
+    computed as windows are drawn; ID-alignment and validation states are computed here.
     """
     if model.config.tune_mode != "ilp":
         raise ValueError("precomputed states are for tune_mode='ilp' only: a trained backbone changes them")
+    windows = check_windows(windows)
     train_split, valid_split = data.train_valid(limit_users)
-    train_rows = sequence_rows(processor, train_split["items"], windows)
+    train_rows = [] if windows == "random" else sequence_rows(processor, train_split["items"], windows)
     if id_alignment:
         train_rows += alignment_rows(processor)
     valid_rows = [processor.encode(history) for history in valid_split["history"]]
@@ -183,4 +334,9 @@ def ilp_feature_datasets(
                 train_states.append(state)
                 train_labels.append(label)
     valid_states = [states[index[tuple(row["input_ids"])]][-1] for row in valid_rows]
-    return _feature_dataset(train_states, train_labels), _feature_dataset(valid_states, list(valid_split["target"]))
+    valid = _feature_dataset(valid_states, list(valid_split["target"]))
+    if windows == "random":
+        train = RandomWindowStates(model, processor, train_split["items"], list(zip(train_states, train_labels)),
+                                   seed=seed, batch_size=batch_size)
+        return train, valid
+    return _feature_dataset(train_states, train_labels), valid

@@ -1,0 +1,43 @@
+"""Training recipes: the epoch count is a ceiling and early stopping on validation ends the run."""
+
+import json
+
+import pytest
+
+from genrec_hf.data import load_sequences
+from genrec_hf.training.recipes import GenRecTrainingConfig, ST2SITrainingConfig, early_stopping, train_genrec, train_st2si
+
+
+@pytest.fixture(scope="module")
+def ml100k():
+    return load_sequences("ml-100k")
+
+
+def _validations(folder):
+    info = json.loads((folder / "training_info.json").read_text())
+    return info, [e for e in info["validation_history"] if "ndcg@10" in e]
+
+
+def test_st2si_random_windows_stop_early_when_validation_stalls(ml100k, tmp_path):
+    # a learning rate too small to move NDCG@10: the run must stop after 1 + patience validations
+    cfg = ST2SITrainingConfig(backbone="tiny", max_items=5, epochs=40, learning_rate=1e-12, early_stopping_patience=2,
+                              limit_users=12, progress=False)
+    assert cfg.windows == "random" and cfg.cache_states
+    train_st2si(ml100k, str(tmp_path), cfg, dataset_spec={"source": "ml-100k"})
+    info, evals = _validations(tmp_path)
+    assert len(evals) == 3 and evals[-1]["epoch"] == 3.0
+    assert info["training"]["early_stopping_patience"] == 2 and info["training"]["windows"] == "random"
+
+
+def test_genrec_stops_early_too(ml100k, tmp_path):
+    cfg = GenRecTrainingConfig(backbone="tiny", pretrain_epochs=0, epochs=40, learning_rate=1e-12, early_stopping_patience=1,
+                               limit_users=8, beam_size=4, progress=False)
+    train_genrec(ml100k, str(tmp_path), cfg, dataset_spec={"source": "ml-100k"})
+    _, evals = _validations(tmp_path)
+    assert len(evals) == 2
+
+
+def test_patience_must_be_non_negative():
+    assert early_stopping(0) == []
+    with pytest.raises(ValueError, match="early_stopping_patience must be >= 0"):
+        early_stopping(-1)
