@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokeniz
 logger = logging.getLogger(__name__)
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model the GGUF quantizes: what checkpoints record
 SMOLLM2_NAMES = ("smollm2-135m", "smollm2")
 TINY_SIZES = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
 
@@ -90,7 +91,9 @@ def load_backbone(spec: str, texts: Iterable[str] | None = None, dtype=None):
         tokenizer = train_tokenizer(texts)
         config = tiny_config("llama", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-        return AutoModel.from_config(config), tokenizer
+        model = AutoModel.from_config(config)
+        model.config._name_or_path = spec  # what config.json records as the backbone: never a path
+        return model, tokenizer
     if spec.lower() in SMOLLM2_NAMES:
         folder = smollm2_gguf_dir()
         logger.info("loading SmolLM2-135M from %s (dequantizing the GGUF)", folder / SMOLLM2_GGUF)
@@ -100,6 +103,7 @@ def load_backbone(spec: str, texts: Iterable[str] | None = None, dtype=None):
         model.hf_quantizer = None
         if getattr(model.config, "quantization_config", None) is not None:
             delattr(model.config, "quantization_config")
+        model.config._name_or_path = SMOLLM2_HUB_ID  # the public model, not the GGUF's folder in this venv
         return model, tokenizer
     return _load_pretrained(
         spec, lambda s: (AutoModel.from_pretrained(s, dtype=dtype), AutoTokenizer.from_pretrained(s)), "'tiny', 'smollm2-135m'"
@@ -132,7 +136,9 @@ def load_bart(spec: str, texts: Iterable[str] | None = None, vocab_size: int = 2
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
             decoder_start_token_id=tokenizer.eos_token_id, forced_eos_token_id=None, **BART_SIZES[spec],
         )
-        return BartForConditionalGeneration(config), tokenizer
+        bart = BartForConditionalGeneration(config)
+        bart.config._name_or_path = spec  # what config.json records as the backbone: never a path
+        return bart, tokenizer
     return _load_pretrained(
         spec, lambda s: (BartForConditionalGeneration.from_pretrained(s, dtype=dtype), AutoTokenizer.from_pretrained(s)),
         f"{sorted(BART_SIZES)}", "e.g. facebook/bart-base",

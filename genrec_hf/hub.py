@@ -88,9 +88,10 @@ def _weight_files(directory: str) -> list[str]:
 def check_checkpoint(directory: str) -> dict:
     """Raise a clear error unless `directory` is a complete genrec_hf checkpoint; return its config.
 
-    Complete: config.json of a genrec_hf model, safetensors weights, every remote-code file the
-    config's auto_map names (and what those import), and a processor (tokenizer, item catalog,
-    settings) that loads and matches the model's catalog.
+    Complete: config.json of a genrec_hf model, safetensors weights, a processor (tokenizer, item
+    catalog, settings) that loads and matches the model's catalog, and every remote-code file the
+    auto_map of config.json (the model) and of processor_config.json (AutoProcessor) names, with
+    what those import.
     """
     from .models import METHOD_MODELS
 
@@ -104,8 +105,18 @@ def check_checkpoint(directory: str) -> dict:
     if config.get("model_type") not in METHOD_MODELS:
         raise ValueError(f"{directory}: model_type {config.get('model_type')!r} is not a genrec_hf model ({', '.join(METHOD_MODELS)})")
     _weight_files(directory)
+    for name in (PROCESSOR_CONFIG, CATALOG_FILE):
+        if not os.path.isfile(os.path.join(directory, name)):
+            raise FileNotFoundError(f"no {name} in {directory}: save the processor into the same folder (processor.save_pretrained)")
+    with open(os.path.join(directory, PROCESSOR_CONFIG), encoding="utf-8") as f:
+        processor_auto_map = json.load(f).get("auto_map") or {}
+    if "AutoProcessor" not in processor_auto_map:
+        raise ValueError(
+            f"{PROCESSOR_CONFIG} in {directory} names no AutoProcessor remote code, so Hub users without genrec_hf "
+            "could not build inputs: re-save the processor (SeqRecProcessor.from_pretrained(folder).save_pretrained(folder))"
+        )
     missing = []
-    pending = sorted({ref.split(".")[0] for ref in (config.get("auto_map") or {}).values()})
+    pending = sorted({ref.split(".")[0] for ref in [*(config.get("auto_map") or {}).values(), *processor_auto_map.values()]})
     seen = set()
     while pending:
         module = pending.pop()
@@ -120,11 +131,8 @@ def check_checkpoint(directory: str) -> dict:
     if missing:
         raise FileNotFoundError(
             f"{directory} lacks the remote-code file(s) {', '.join(sorted(missing))}: without them "
-            "trust_remote_code=True cannot load it; re-save the model with save_pretrained"
+            "trust_remote_code=True cannot load it; re-save the model and processor with save_pretrained"
         )
-    for name in (PROCESSOR_CONFIG, CATALOG_FILE):
-        if not os.path.isfile(os.path.join(directory, name)):
-            raise FileNotFoundError(f"no {name} in {directory}: save the processor into the same folder (processor.save_pretrained)")
     from .processing import SeqRecProcessor
 
     SeqRecProcessor.from_pretrained(directory)  # loads tokenizer + catalog, checks them against config.json

@@ -202,8 +202,8 @@ def test_trainer_runs_two_steps_of_each_stage(genrec_factory, tmp_path):
 def test_round_trip_and_remote_code(genrec_factory, tmp_path):
     model, processor = genrec_factory()
     model.eval()
+    processor.save_pretrained(tmp_path / "ckpt")  # processor first (ST2SI's test saves the model first)
     model.save_pretrained(tmp_path / "ckpt")
-    processor.save_pretrained(tmp_path / "ckpt")
     config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     assert set(config["auto_map"]) >= {"AutoConfig", "AutoModel", "AutoModelForSeq2SeqLM"}
     assert (tmp_path / "ckpt" / "trie.py").is_file() and not (tmp_path / "ckpt" / "trie.py").is_symlink()
@@ -214,20 +214,33 @@ def test_round_trip_and_remote_code(genrec_factory, tmp_path):
     assert torch.equal(model(**inputs).logits, loaded(**inputs).logits)
     rec = model.recommend(**processor([[1, 2, 3]]), top_k=5)
     assert torch.equal(rec.item_ids, loaded.recommend(**processor([[1, 2, 3]]), top_k=5).item_ids)
-    torch.save({**{k: v for k, v in inputs.items()}, "logits": model(**inputs).logits, "rec": rec.item_ids,
-                "rec_inputs": dict(processor([[1, 2, 3]]))}, tmp_path / "expected.pt")
+    histories, users = [[1, 2, 3], [7, 8], [5]], ["1", "5", "unknown"]
+    rec_inputs = processor(histories, users=users)
+    rec = model.recommend(**rec_inputs, top_k=5)
+    torch.save({"inputs": dict(inputs), "logits": model(**inputs).logits, "rec": rec.item_ids, "rec_inputs": dict(rec_inputs),
+                "table": processor.item_token_table()}, tmp_path / "expected.pt")
+    (tmp_path / "titles.json").write_text(json.dumps(processor.decode_items(rec.item_ids)))
+    processor_config = json.loads((tmp_path / "ckpt" / "processor_config.json").read_text())
+    assert processor_config["auto_map"] == {"AutoProcessor": "processing_genrec.GenRecProcessor"}
     script = textwrap.dedent(f"""
-        import sys
+        import json, sys
         sys.modules["genrec_hf"] = None
         import torch
-        from transformers import AutoModelForSeq2SeqLM
-        model = AutoModelForSeq2SeqLM.from_pretrained({str(tmp_path / 'ckpt')!r}, trust_remote_code=True).eval()
+        from transformers import AutoModelForSeq2SeqLM, AutoProcessor
+        ckpt = {str(tmp_path / 'ckpt')!r}
+        model = AutoModelForSeq2SeqLM.from_pretrained(ckpt, trust_remote_code=True).eval()
         assert "genrec_hf" not in type(model).__module__
+        processor = AutoProcessor.from_pretrained(ckpt, trust_remote_code=True)
+        assert type(processor).__name__ == "GenRecProcessor" and "genrec_hf" not in type(processor).__module__, type(processor)
         e = torch.load({str(tmp_path / 'expected.pt')!r})
-        keys = ("input_ids", "attention_mask", "token_user_ids", "token_item_ids", "labels")
-        assert torch.equal(model(**{{k: e[k] for k in keys}}).logits, e["logits"])
-        out = model.recommend(**e["rec_inputs"], top_k=5)
+        inputs = processor([[1, 2, 3], [7, 8]], targets=[4, 9], users=["1", "5"])
+        for name, expected in (("inputs", inputs), ("rec_inputs", processor({histories!r}, users={users!r}))):
+            assert set(expected) == set(e[name]) and all(torch.equal(expected[k], e[name][k]) for k in e[name]), name
+        assert torch.equal(processor.item_token_table(), e["table"])
+        assert torch.equal(model(**inputs).logits, e["logits"])
+        out = model.recommend(**processor({histories!r}, users={users!r}), top_k=5)
         assert torch.equal(out.item_ids, e["rec"]), (out.item_ids, e["rec"])
+        assert processor.decode_items(out.item_ids) == json.load(open({str(tmp_path / 'titles.json')!r}))
         print("remote code ok")
     """)
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}

@@ -84,8 +84,9 @@ def test_upload_pushes_the_checkpoint_and_its_card(checkpoint, fake_hub):
     assert created["name"] == "st2si-toy" and created["organization"] == "org"
     assert created.get("visibility") == "private" or created.get("private") is True  # field name differs by hub version
     pushed = fake_hub["files"]
-    for name in ("config.json", "model.safetensors", "modeling_st2si.py", "configuration_st2si.py",
-                 "item_catalog.json", "processor_config.json", "tokenizer.json", "README.md"):
+    for name in ("config.json", "model.safetensors", "modeling_st2si.py", "configuration_st2si.py", "saving.py",
+                 "item_catalog.json", "processor_config.json", "tokenizer.json", "README.md",
+                 "processing_st2si.py", "processing_base.py", "catalog.py"):  # the processor's remote code
         assert name in pushed, name
     assert not any(name.startswith(("checkpoint-", "runs")) for name in pushed)
     assert pushed["model.safetensors"] == (checkpoint / "model.safetensors").read_bytes()
@@ -129,6 +130,15 @@ def test_incomplete_checkpoints_are_refused_by_name(checkpoint, tmp_path, capsys
     with pytest.raises(FileNotFoundError, match="remote-code file\\(s\\) configuration_st2si.py"):
         check_checkpoint(str(broken))
     shutil.copy(checkpoint / "configuration_st2si.py", broken)
+    (broken / "processing_base.py").unlink()  # imported by processing_st2si.py, which processor_config.json names
+    with pytest.raises(FileNotFoundError, match="remote-code file\\(s\\) processing_base.py"):
+        check_checkpoint(str(broken))
+    shutil.copy(checkpoint / "processing_base.py", broken)
+    config = json.loads((broken / "processor_config.json").read_text())
+    (broken / "processor_config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "auto_map"}))
+    with pytest.raises(ValueError, match="names no AutoProcessor remote code"):
+        check_checkpoint(str(broken))
+    shutil.copy(checkpoint / "processor_config.json", broken)
     (broken / "item_catalog.json").unlink()
     with pytest.raises(FileNotFoundError, match="no item_catalog.json"):
         check_checkpoint(str(broken))

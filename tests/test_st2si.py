@@ -171,14 +171,23 @@ def test_round_trip_gives_identical_logits(st2si_factory, tmp_path):
 
 
 def test_remote_code_load_without_genrec_hf(st2si_factory, tmp_path):
+    """Model and processor load as Hub remote code where genrec_hf is not installed, and the
+    processor gives exactly the package's inputs (model saved first; GenRec's test saves the processor first)."""
     model, processor = st2si_factory()
     model.eval()
     model.save_pretrained(tmp_path / "ckpt")
-    inputs = processor(HISTORIES)
-    torch.save({"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"],
-                "logits": model(**inputs).logits}, tmp_path / "expected.pt")
+    processor.save_pretrained(tmp_path / "ckpt")
+    assert json.loads((tmp_path / "ckpt" / "processor_config.json").read_text())["auto_map"] == {
+        "AutoProcessor": "processing_st2si.ST2SIProcessor"}
+    for name in ("processing_st2si.py", "processing_base.py", "catalog.py"):  # copies, not links
+        assert (tmp_path / "ckpt" / name).is_file() and not (tmp_path / "ckpt" / name).is_symlink()
+    inputs = processor(HISTORIES, targets=[3, 8, 9])
+    rec = model.recommend(**processor(HISTORIES), top_k=5, exclude_history=True)
+    torch.save({"inputs": dict(inputs), "logits": model(**inputs).logits, "rec": rec.item_ids,
+                "alignment": dict(processor.alignment_inputs([5, 11]))}, tmp_path / "expected.pt")
+    (tmp_path / "titles.json").write_text(json.dumps(processor.decode_items(rec.item_ids)))
     script = textwrap.dedent(f"""
-        import sys
+        import json, sys
         sys.modules["genrec_hf"] = None  # make `import genrec_hf` fail, as where it is not installed
         try:
             import genrec_hf
@@ -186,12 +195,24 @@ def test_remote_code_load_without_genrec_hf(st2si_factory, tmp_path):
         except ImportError:
             pass
         import torch
-        from transformers import AutoModel
-        model = AutoModel.from_pretrained({str(tmp_path / 'ckpt')!r}, trust_remote_code=True).eval()
+        from transformers import AutoModel, AutoProcessor
+        ckpt = {str(tmp_path / 'ckpt')!r}
+        model = AutoModel.from_pretrained(ckpt, trust_remote_code=True).eval()
         assert "genrec_hf" not in type(model).__module__, type(model).__module__
+        processor = AutoProcessor.from_pretrained(ckpt, trust_remote_code=True)
+        assert type(processor).__name__ == "ST2SIProcessor" and "genrec_hf" not in type(processor).__module__, type(processor)
         expected = torch.load({str(tmp_path / 'expected.pt')!r})
-        logits = model(input_ids=expected["input_ids"], attention_mask=expected["attention_mask"]).logits
+        inputs = processor({HISTORIES!r}, targets=[3, 8, 9])
+        assert set(inputs) == set(expected["inputs"]), sorted(inputs)
+        for key, value in expected["inputs"].items():
+            assert torch.equal(inputs[key], value), key
+        alignment = processor.alignment_inputs([5, 11])
+        assert all(torch.equal(alignment[k], v) for k, v in expected["alignment"].items())
+        logits = model(**inputs).logits
         assert torch.equal(logits, expected["logits"]), (logits - expected["logits"]).abs().max()
+        out = model.recommend(**processor({HISTORIES!r}), top_k=5, exclude_history=True)
+        assert torch.equal(out.item_ids, expected["rec"]), (out.item_ids, expected["rec"])
+        assert processor.decode_items(out.item_ids) == json.load(open({str(tmp_path / 'titles.json')!r}))
         print("remote code ok", type(model).__module__)
     """)
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}

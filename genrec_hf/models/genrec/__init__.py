@@ -1,4 +1,6 @@
 from .configuration_genrec import GenRecConfig
 from .modeling_genrec import GenRecForConditionalGeneration, GenRecPreTrainedModel, GenRecRecommendationOutput
+from .processing_genrec import GenRecFormat, GenRecProcessor
 
-__all__ = ["GenRecConfig", "GenRecForConditionalGeneration", "GenRecPreTrainedModel", "GenRecRecommendationOutput"]
+__all__ = ["GenRecConfig", "GenRecForConditionalGeneration", "GenRecPreTrainedModel", "GenRecProcessor",
+           "GenRecFormat", "GenRecRecommendationOutput"]

@@ -21,6 +21,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import ModelOutput
 
 from .configuration_genrec import GenRecConfig
+from .saving import give_weights_the_umask_mode, public_name
 from .trie import ITEM_BEAM_SEARCH, TokenTrie, TrieConstrainedLogitsProcessor, rank_beams
 
 
@@ -107,7 +108,9 @@ class GenRecPreTrainedModel(PreTrainedModel):
         auto_map = dict(getattr(self.config, "auto_map", None) or {})
         auto_map.setdefault("AutoModel", f"modeling_genrec.{type(self).__name__}")
         self.config.auto_map = auto_map
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        out = super().save_pretrained(save_directory, *args, **kwargs)
+        give_weights_the_umask_mode(save_directory)
+        return out
 
     def _init_weights(self, module):
         # the leaf tables, not their container: a module without parameters is never visited
@@ -154,6 +157,7 @@ class GenRecForConditionalGeneration(GenRecPreTrainedModel, GenerationMixin):
         attn_implementation = bart.config._attn_implementation
         config = GenRecConfig(text_config=bart.config, num_users=num_users, num_items=num_items, **config_kwargs)
         config.text_config._attn_implementation = attn_implementation
+        config.text_config._name_or_path = public_name(bart.config._name_or_path)  # saved: never a local path
         return cls(config, bart=bart)
 
     def get_input_embeddings(self):

@@ -19,6 +19,7 @@ from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_st2si import ST2SIConfig
+from .saving import give_weights_the_umask_mode, public_name
 
 
 @dataclass
@@ -90,6 +91,11 @@ class ST2SIPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = True
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        out = super().save_pretrained(save_directory, *args, **kwargs)
+        give_weights_the_umask_mode(save_directory)
+        return out
+
     def _init_weights(self, module):
         if isinstance(module, nn.Linear) and module is getattr(self, "ilp", None):
             nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
@@ -129,6 +135,7 @@ class ST2SIForItemPrediction(ST2SIPreTrainedModel, GenerationMixin):
         config = ST2SIConfig(text_config=backbone.config, num_items=num_items, query_token_id=query_token_id, **config_kwargs)
         # the new config's init resets its sub-configs' attention implementation; keep the backbone's
         config.text_config._attn_implementation = attn_implementation
+        config.text_config._name_or_path = public_name(backbone.config._name_or_path)  # saved: never a local path
         return cls(config, backbone=backbone)
 
     # -- tuning modes ---------------------------------------------------------------------------
