@@ -57,7 +57,7 @@ def main():
     # cached: states once, then the Trainer fits the ILP on them (one example per query)
     model.ilp.load_state_dict(initial)
     start = time.perf_counter()
-    states, _ = ilp_feature_datasets(model, processor, data, id_alignment=False, limit_users=args.users,
+    states, _ = ilp_feature_datasets(model, processor, data, id_alignment=False, limit_users=args.users, windows="last",
                                      batch_size=args.text_batch_size, progress=False)
     extract = time.perf_counter() - start
     fit = trainer_seconds(model, states, args.epochs, 256)

@@ -17,7 +17,7 @@ import torch
 from transformers import BartConfig, BartForConditionalGeneration, LogitsProcessorList
 
 from genrec_hf.backbones import train_tokenizer
-from genrec_hf.generation import TokenTrie, TrieConstrainedLogitsProcessor, prefix_allowed_tokens_oracle
+from genrec_hf.generation import ITEM_BEAM_SEARCH, TokenTrie, TrieConstrainedLogitsProcessor, prefix_allowed_tokens_oracle
 
 
 def catalog_table(num_items: int, tokenizer) -> torch.Tensor:
@@ -60,7 +60,7 @@ def main():
         build_s = time.perf_counter() - start
         for beams in args.beams:
             common = dict(input_ids=inputs, num_beams=beams, num_return_sequences=beams, max_new_tokens=table.shape[1],
-                          do_sample=False, length_penalty=0.0, early_stopping=True, output_scores=True,
+                          do_sample=False, **ITEM_BEAM_SEARCH, output_scores=True,
                           return_dict_in_generate=True, eos_token_id=eos, pad_token_id=pad, decoder_start_token_id=eos)
             processor = LogitsProcessorList([TrieConstrainedLogitsProcessor(trie, prefix_length=1, eos_token_id=eos)])
             oracle = prefix_allowed_tokens_oracle(table, prefix_length=1, eos_token_id=eos)

@@ -46,7 +46,9 @@ class GenRecArguments:
 
 def main():
     parser = HfArgumentParser((GenRecArguments, TrainingArguments))
-    parser.set_defaults(num_train_epochs=50)  # a ceiling: early stopping on validation ends the run
+    # a ceiling: early stopping on validation ends the run, so the LR is constant after the warmup the
+    # paper's 25-epoch run had (5%, set below from the finetuning steps unless --warmup_steps is given)
+    parser.set_defaults(num_train_epochs=50, lr_scheduler_type="constant_with_warmup")
     gargs, training_args = parse_selecting_on_validation(parser)  # best checkpoint on validation
     training_args.remove_unused_columns = False  # rows are raw sequences; the collators tokenize
     set_seed(training_args.seed)
@@ -73,6 +75,7 @@ def main():
         pretrain_args.output_dir = training_args.output_dir + "-pretrain"
         pretrain_args.eval_strategy = pretrain_args.save_strategy = "no"
         pretrain_args.load_best_model_at_end = False
+        pretrain_args.lr_scheduler_type = "linear"  # a fixed length: the usual decay
         train_ds, _ = genrec_datasets(data, "pretrain", gargs.limit_users)
         Trainer(model=model, args=pretrain_args, train_dataset=train_ds,
                 data_collator=GenRecCollator(processor, "pretrain", seed=training_args.seed,
@@ -80,6 +83,9 @@ def main():
 
     # stage 2: [MASK] appended, the last training item as the target; validation ranking each eval
     train_ds, valid_ds = genrec_datasets(data, "finetune", gargs.limit_users)
+    if not training_args.warmup_steps:
+        steps_per_epoch = -(-len(train_ds) // (training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps))
+        training_args.warmup_steps = round(0.05 * 25 * steps_per_epoch)
     trainer = Trainer(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=valid_ds,
         data_collator=GenRecCollator(processor, "finetune", finetune_targets=gargs.finetune_targets, seed=training_args.seed,

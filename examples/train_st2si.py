@@ -61,7 +61,8 @@ class ModelArguments:
 
 def main():
     parser = HfArgumentParser((DataArguments, ModelArguments, TrainingArguments))
-    parser.set_defaults(num_train_epochs=50)  # a ceiling: early stopping on validation ends the run
+    # a ceiling: early stopping on validation ends the run, so the LR must not decay along the ceiling
+    parser.set_defaults(num_train_epochs=50, lr_scheduler_type="constant")
     data_args, model_args, training_args = parse_selecting_on_validation(parser)  # best checkpoint on validation
     set_seed(training_args.seed)
 

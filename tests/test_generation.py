@@ -133,6 +133,8 @@ def test_item_beam_search_completes_the_longest_item_when_it_is_best():
     out = model.recommend(**inputs, top_k=2, num_beams=2, logits_processor=LogitsProcessorList([scripted]))
     assert out.item_ids.tolist() == [[2, 0]]
     assert torch.allclose(out.scores, torch.tensor([[-0.5, -0.6]]))
+    model.generation_config.early_stopping = True  # a checkpoint saved before the fix: recommend stays exact
+    assert model.recommend(**inputs, top_k=2, num_beams=2, logits_processor=LogitsProcessorList([scripted])).item_ids.tolist() == [[2, 0]]
     stopped_early = model.recommend(**inputs, top_k=2, num_beams=2, early_stopping=True,
                                     logits_processor=LogitsProcessorList([scripted]))
     assert 2 not in stopped_early.item_ids.tolist()[0]  # the defect this setting fixes

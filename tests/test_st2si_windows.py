@@ -57,6 +57,13 @@ def test_rows_are_drawn_afresh_each_read_and_reproducible(st2si_factory):
     assert reads == [b[0]["input_ids"] for _ in range(8)]  # same seed, same draws
     row = a[1]
     assert row["labels"][-1] != -100 and len(row["labels"]) <= 4
+    # the k-th read of a row gets the same span whatever order the rows are read in
+    c, d = RandomWindowRows(processor, sequences, seed=3), RandomWindowRows(processor, sequences, seed=3)
+    c_reads = [(c[1]["input_ids"], c[0]["input_ids"]) for _ in range(3)]  # row 1 first
+    d_reads = [(d[0]["input_ids"], d[1]["input_ids"]) for _ in range(3)]  # row 0 first
+    assert [r[1] for r in c_reads] == [r[0] for r in d_reads] and [r[0] for r in c_reads] == [r[1] for r in d_reads]
+    other_seed = RandomWindowRows(processor, sequences, seed=4)
+    assert [other_seed[0]["input_ids"] for _ in range(8)] != reads  # another seed, other spans
 
 
 def test_trainer_sees_new_windows_every_epoch(st2si_factory, tmp_path):
@@ -94,6 +101,10 @@ def test_cached_window_states_equal_states_of_the_window_alone(st2si_factory, mu
         assert batch[2]["labels"].tolist() == [5]
     if multi_query:  # cached passes cover max_items from their start, longer than most windows they serve
         assert any(v.shape[0] == 4 for v in states.cache.values())
+    # validation rows of ilp_feature_datasets are one query each ([hidden]): one query slot, not `hidden`
+    valid = QueryStateCollator()([{"query_hidden_states": torch.zeros(64), "labels": 3}, {"query_hidden_states": torch.ones(64), "labels": 1}])
+    assert valid["query_hidden_states"].shape == (2, 1, 64) and valid["labels"].tolist() == [[3], [1]]
+    assert model(**valid).logits.shape == (2, 1, len(processor.catalog))
     padded = QueryStateCollator()(batch)
     assert padded["query_hidden_states"].shape[:2] == padded["labels"].shape == padded["query_mask"].shape
     assert bool((padded["labels"][~padded["query_mask"]] == -100).all())

@@ -164,6 +164,7 @@ def train_st2si(data, output_dir: str, cfg: ST2SITrainingConfig | None = None, o
         work_dir, batch_size=cfg.batch_size or default_batch, eval_batch_size=256 if cached else cfg.eval_batch_size,
         learning_rate=cfg.resolved_learning_rate(), epochs=cfg.epochs, max_steps=cfg.max_steps, seed=cfg.seed,
         progress=cfg.progress, weight_decay=cfg.weight_decay, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        lr_scheduler_type="constant",  # the paper gives no schedule; with early stopping the ceiling must not set the LR
     )
     trainer = Trainer(
         model=model,
@@ -192,7 +193,8 @@ class GenRecTrainingConfig:
     max_steps: int = -1
     learning_rate: float | None = None  # default 1e-5 for pretrained BART, 5e-4 for random init
     weight_decay: float = 1e-5
-    warmup_ratio: float = 0.05
+    warmup_ratio: float = 0.05  # of the paper's run: warmup_ratio x schedule_epochs epochs of finetuning steps
+    schedule_epochs: float = 25.0  # the paper's finetuning length, which its 5% warmup refers to
     batch_size: int = 32
     eval_batch_size: int = 32
     max_items: int = 50
@@ -243,21 +245,25 @@ def train_genrec(data, output_dir: str, cfg: GenRecTrainingConfig | None = None,
     work_dir = os.path.join(output_dir, "trainer_checkpoints")
     common = dict(
         batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, learning_rate=cfg.resolved_learning_rate(),
-        seed=cfg.seed, progress=cfg.progress, weight_decay=cfg.weight_decay, **_warmup(cfg.warmup_ratio),
+        seed=cfg.seed, progress=cfg.progress, weight_decay=cfg.weight_decay,
         remove_unused_columns=False,  # rows are raw sequences; the collator tokenizes them
     )
     if cfg.pretrain_epochs > 0 or cfg.pretrain_max_steps > 0:
         train_ds, _ = genrec_datasets(data, "pretrain", cfg.limit_users)
         args = _training_arguments(work_dir + "-pretrain", epochs=cfg.pretrain_epochs, max_steps=cfg.pretrain_max_steps,
-                                   select_on_validation=False, **common)
+                                   select_on_validation=False, **common, **_warmup(cfg.warmup_ratio))  # fixed length: linear
         Trainer(model=model, args=args, train_dataset=train_ds,
                 data_collator=GenRecCollator(processor, "pretrain", seed=cfg.seed, unknown_user_prob=cfg.unknown_user_prob)).train()
         shutil.rmtree(work_dir + "-pretrain", ignore_errors=True)
     train_ds, valid_ds = genrec_datasets(data, "finetune", cfg.limit_users)
     every = None
     if cfg.max_steps <= 0 and cfg.eval_every != 1.0:
-        every = max(1, round(math.ceil(len(train_ds) / cfg.batch_size) * cfg.eval_every))
-    args = _training_arguments(work_dir, epochs=cfg.epochs, max_steps=cfg.max_steps, eval_every_steps=every, **common)
+        every = max(1, round(math.ceil(len(train_ds) / cfg.batch_size) * cfg.eval_every))  # finetuning steps per validation
+    # early stopping makes the length an outcome: warm up as the paper's 25-epoch run would, then keep the LR
+    steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
+    args = _training_arguments(work_dir, epochs=cfg.epochs, max_steps=cfg.max_steps, eval_every_steps=every, **common,
+                               lr_scheduler_type="constant_with_warmup",
+                               warmup_steps=round(cfg.warmup_ratio * cfg.schedule_epochs * steps_per_epoch))
     trainer = Trainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds,
         data_collator=GenRecCollator(processor, "finetune", finetune_targets=cfg.finetune_targets, seed=cfg.seed,

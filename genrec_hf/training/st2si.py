@@ -68,7 +68,7 @@ def training_windows(sequence: Sequence[int], max_items: int, windows: str | int
     """Chunks of a training sequence for multi-query rows, oldest first, each with the item that
     follows it (None for the newest chunk: what follows is the validation target).
 
-    "last" (= 1): the newest `max_items` items, one row per user (the paper's setting).
+    "last" (= 1): the newest `max_items` items, one row per user.
     "all": consecutive chunks from the newest backwards; with the following item as the last
     query's label, every transition of the sequence is trained on once.
     An int N: the newest N such chunks (a budget between the two).
@@ -133,26 +133,34 @@ def evaluation_rows(processor: SeqRecProcessor, split) -> list[dict]:
 class RandomWindowRows(torch.utils.data.Dataset):
     """Training rows with a fresh random span per user every time the row is read (windows="random").
 
-    One row per user with at least two training items (drawn by `draw_training_span` from a
-    seeded generator), then `fixed_rows` (e.g. ID-alignment instructions) unchanged. Each epoch
-    reads every row once, so each epoch gets a new draw, through the unchanged Trainer and
-    `SeqRecCollator`. Draws happen where the rows are read: keep `dataloader_num_workers=0`
-    (worker processes would each replay the same generator).
+    One row per user with at least two training items, then `fixed_rows` (e.g. ID-alignment
+    instructions) unchanged. The k-th read of user row i draws its span (`draw_training_span`)
+    from a generator seeded by (seed, i, k): each epoch reads every row once, so each epoch gets
+    new spans, the same for the same seed whatever order the sampler reads them in, through the
+    unchanged Trainer and `SeqRecCollator`. Reads are counted in the main process
+    (`dataloader_num_workers=0`; workers are refused). A resumed run counts from 0 again: it
+    draws fresh spans, not the interrupted run's.
     """
 
     def __init__(self, processor: SeqRecProcessor, sequences: Sequence[Sequence[int]], fixed_rows: Sequence[dict] = (), seed: int = 0):
         self.processor = processor
         self.sequences = [list(seq) for seq in sequences if len(seq) >= 2]
         self.fixed_rows = list(fixed_rows)
-        self.rng = random.Random(seed)
+        self.seed = seed
+        self.reads = [0] * len(self.sequences)  # the k-th read of a row gets draw k: independent of row order
 
     def __len__(self) -> int:
         return len(self.sequences) + len(self.fixed_rows)
 
     def draw(self, index: int) -> tuple[list[int], int, int]:
         """(input items, target item, first input position) of a fresh span for user row `index`."""
-        seq = self.sequences[index]
-        first, target = draw_training_span(seq, self.processor.settings["max_items"], self.rng)
+        if torch.utils.data.get_worker_info() is not None:
+            # each worker process would count reads on its own copy and replay the same draws
+            raise RuntimeError("random training windows are drawn in the main process: set dataloader_num_workers=0")
+        seq, read = self.sequences[index], self.reads[index]
+        self.reads[index] += 1
+        rng = random.Random(f"{self.seed}:{index}:{read}")
+        first, target = draw_training_span(seq, self.processor.settings["max_items"], rng)
         return seq[first:target], seq[target], first
 
     def __getitem__(self, index: int) -> dict:
@@ -173,16 +181,19 @@ class RandomWindowStates(RandomWindowRows):
     pass over the `max_items` items from a start gives the states of every window that starts
     there (a prefix of that pass); passes are cached by (user, start) and reused across epochs.
     The single-query ablation has no intermediate queries: its windows are cached whole.
-    Memory: at most one pass per training interaction, [max_items, hidden] float32 each.
+    Memory: one [max_items, hidden] float32 pass per distinct (user, start) drawn, about one new
+    pass per user and epoch (ml-100k, 50 epochs, SmolLM2 and max_items 50: ~5 GB); past
+    `cache_gb` new passes are computed and used but not kept.
     """
 
     def __init__(self, model, processor: SeqRecProcessor, sequences, fixed_states: Sequence[tuple[torch.Tensor, int]] = (),
-                 seed: int = 0, batch_size: int = 16):
+                 seed: int = 0, batch_size: int = 16, cache_gb: float = 4.0):
         super().__init__(processor, sequences, seed=seed)
         self.model = model
         self.fixed_rows = [{"query_hidden_states": state.reshape(1, -1), "labels": torch.tensor([label])} for state, label in fixed_states]
         self.batch_size = batch_size
         self.cache: dict[tuple, torch.Tensor] = {}
+        self.cache_bytes, self.cache_limit = 0, int(cache_gb * 2**30)
 
     def __getitem__(self, index: int) -> dict:
         return self.__getitems__([index])[0]
@@ -204,16 +215,22 @@ class RandomWindowStates(RandomWindowRows):
             if key not in self.cache and key not in missing:
                 missing[key] = p.encode(span if shared else items)
             plans.append((index, key, labels, len(labels)))
+        fresh = {}
         if missing:
             keys = list(missing)
-            states = extract_query_states(self.model, p, [missing[k] for k in keys], batch_size=self.batch_size, progress=False)
-            self.cache.update(zip(keys, states))
+            fresh = dict(zip(keys, extract_query_states(self.model, p, [missing[k] for k in keys], batch_size=self.batch_size,
+                                                        progress=False)))
+            for key, states in fresh.items():
+                if self.cache_bytes + states.nbytes <= self.cache_limit:
+                    self.cache[key] = states
+                    self.cache_bytes += states.nbytes
         rows = []
         for index, key, labels, count in plans:
             if key is None:
                 rows.append(self.fixed_rows[index - len(self.sequences)])
             else:
-                rows.append({"query_hidden_states": self.cache[key][:count], "labels": torch.tensor(labels)})
+                states = self.cache[key] if key in self.cache else fresh[key]
+                rows.append({"query_hidden_states": states[:count], "labels": torch.tensor(labels)})
         return rows
 
 
@@ -222,7 +239,9 @@ class QueryStateCollator:
     `query_mask` and labels (-100 on padding)."""
 
     def __call__(self, features: list[dict]) -> dict:
-        states = [torch.as_tensor(f["query_hidden_states"]) for f in features]
+        # a 1-D row is one query (the validation set of `ilp_feature_datasets`): [hidden] -> [1, hidden]
+        states = [torch.as_tensor(f["query_hidden_states"]).reshape(-1, torch.as_tensor(f["query_hidden_states"]).shape[-1])
+                  for f in features]
         width = max(s.shape[0] for s in states)
         batch = torch.zeros(len(states), width, states[0].shape[-1], dtype=states[0].dtype)
         mask = torch.zeros(len(states), width, dtype=torch.bool)
@@ -230,7 +249,7 @@ class QueryStateCollator:
         for i, (s, f) in enumerate(zip(states, features)):
             batch[i, : s.shape[0]] = s
             mask[i, : s.shape[0]] = True
-            labels[i, : s.shape[0]] = torch.as_tensor(f["labels"])
+            labels[i, : s.shape[0]] = torch.as_tensor(f["labels"]).reshape(-1)
         return {"query_hidden_states": batch, "query_mask": mask, "labels": labels}
 
 

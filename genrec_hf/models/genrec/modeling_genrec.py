@@ -276,6 +276,8 @@ class GenRecForConditionalGeneration(GenRecPreTrainedModel, GenerationMixin):
         if exclude_history and history_item_ids is None:
             raise ValueError("exclude_history=True needs history_item_ids (the processor returns them)")
         num_beams = max(num_beams or self.config.beam_size, top_k, 2)  # 1 beam would be greedy: no beam scores
+        for key, value in ITEM_BEAM_SEARCH.items():  # also for checkpoints saved with another generation config
+            kwargs.setdefault(key, value)
         out = self.generate(
             input_ids=input_ids, attention_mask=attention_mask,
             token_user_ids=token_user_ids, token_item_ids=token_item_ids,
