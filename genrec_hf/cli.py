@@ -38,10 +38,10 @@ PROBABILITY = _bounded(float, low=0, high=1, allowed="a number from 0 to 1")
 
 
 def _windows(text: str) -> str:
-    """--windows: a word the recipe knows (last, all, ...) or a number N >= 1 of newest windows."""
-    if text.lstrip("+-").isdigit() and int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer N >= 1 or a window word (see --help), got {text!r}")
-    return text
+    """--windows: random | last | all, or a number N >= 1 of newest windows (checked before any model loads)."""
+    if text in ("random", "last", "all") or (text.isdigit() and int(text) >= 1):
+        return text
+    raise argparse.ArgumentTypeError(f"expected random | last | all or an integer N >= 1, got {text!r}")
 
 
 def _add_dataset_args(p: argparse.ArgumentParser, positional: bool = False) -> None:

@@ -73,7 +73,9 @@ class SeqRecPipeline:
         return self.recommend(histories, top_k=top_k, exclude_history=exclude_history, users=users)
 
     @torch.no_grad()
-    def recommend(self, histories, top_k: int = 10, exclude_history: bool = False, users=None):
+    def recommend(self, histories, top_k: int = 10, exclude_history: bool = True, users=None):
+        """Top-k items for people: seen items are left out unless `exclude_history=False` (the
+        evaluator ranks with its own, documented default through `rank_items` / `score_items`)."""
         return self.model.recommend(
             **self._inputs(histories, users), top_k=top_k, exclude_history=exclude_history, **self.recommend_kwargs
         )

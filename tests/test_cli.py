@@ -117,7 +117,10 @@ TRAIN = ["train", "--method", "st2si", "--output-dir", "unused"]
     (TRAIN + ["--seed", "-1"], "--seed", "an integer from 0 to 2**32-1"),
     (TRAIN + ["--limit-users", "0"], "--limit-users", "an integer >= 1"),
     (TRAIN + ["--max-item-tokens", "0"], "--max-item-tokens", "an integer >= 1"),
-    (TRAIN + ["--windows", "0"], "--windows", "an integer N >= 1 or a window word (see --help)"),
+    (TRAIN + ["--windows", "0"], "--windows", "random | last | all or an integer N >= 1"),
+    (TRAIN + ["--windows", "randon"], "--windows", "random | last | all or an integer N >= 1"),
+    (TRAIN + ["--early-stopping-patience", "-1"], "--early-stopping-patience", "an integer >= 0"),
+    (TRAIN + ["--id-embedding-scale", "0"], "--id-embedding-scale", "a number > 0"),
     (TRAIN + ["--pretrain-epochs", "-1"], "--pretrain-epochs", "a number >= 0"),
     (TRAIN + ["--pretrain-max-steps", "-2"], "--pretrain-max-steps", "an integer >= 1, or -1 for no limit"),
     (TRAIN + ["--unknown-user-prob", "1.5"], "--unknown-user-prob", "a number from 0 to 1"),
@@ -139,6 +142,12 @@ def test_numeric_options_accept_their_bounds():
                                               "--windows", "3", "--seed", "0", "--epochs", "0.5"])
     assert (args.max_steps, args.pretrain_epochs, args.unknown_user_prob, args.windows, args.seed, args.epochs) == (
         -1, 0.0, 1.0, "3", 0, 0.5)
+    defaults = build_parser().parse_args(TRAIN)
+    assert (defaults.windows, defaults.early_stopping_patience, defaults.id_embedding_scale) == ("random", 5, 1.0)
+    from genrec_hf.cli import _training_config
+
+    defaults.backbone, defaults.early_stopping_patience = "tiny", 0
+    assert _training_config(defaults).early_stopping_patience == 0  # the flag reaches the recipe
     assert build_parser().parse_args(["recommend", "ckpt"]).include_history is False
     assert build_parser().parse_args(["recommend", "ckpt", "--include-history"]).include_history is True
     assert build_parser().parse_args(["evaluate", "ckpt"]).exclude_history is False  # the protocol's default

@@ -378,3 +378,18 @@ def test_recommend_deduplicates_beams_that_map_to_one_item(genrec_factory):
     assert out.num_valid.tolist() == [6, 6]  # every beam names a catalog item ...
     assert out.item_ids.tolist() == [[3, -1, -1, -1, -1, -1]] * 2  # ... the same one, listed once
     assert torch.isfinite(out.scores[:, 0]).all() and torch.isinf(out.scores[:, 1:]).all()
+
+
+def test_id_embedding_scale_multiplies_the_added_id_vector(genrec_factory, tmp_path):
+    model, processor = genrec_factory()
+    inputs = processor([[1, 2, 3]], users=["1"])
+    encoder = model.get_encoder()
+    tokens = encoder.encoder.embed_tokens(inputs["input_ids"])
+    added = model.id_embedding(inputs["token_user_ids"], inputs["token_item_ids"], tokens)
+    assert float(added.abs().sum()) > 0
+    model.config.id_embedding_scale = 0.25
+    scaled = GenRecForConditionalGeneration(model.config)
+    scaled.load_state_dict(model.state_dict())
+    assert torch.allclose(scaled.id_embedding(inputs["token_user_ids"], inputs["token_item_ids"], tokens), 0.25 * added)
+    scaled.save_pretrained(tmp_path)
+    assert GenRecForConditionalGeneration.from_pretrained(tmp_path).id_embedding.scale == 0.25

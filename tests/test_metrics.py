@@ -179,6 +179,9 @@ def test_evaluate_module_agrees_with_library():
     module = evaluate.load(evaluate_module_path(), "ranked_list")
     got = module.compute(predictions=lists.tolist(), references=targets.tolist(), ks=(1, 5))
     assert got == pytest.approx(ranked_list_metrics(lists, targets, ks=(1, 5)), abs=1e-9)
+    # float64 scores closer than float32 resolves are ranked as they are, not as ties
+    close = [[1.0, 1.0 + 1e-12, 0.0]]
+    assert evaluate.load(evaluate_module_path()).compute(predictions=close, references=[1], ks=(1,))["hr@1"] == 1.0
 
 
 def test_popularity_recommender():

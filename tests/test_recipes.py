@@ -41,3 +41,22 @@ def test_patience_must_be_non_negative():
     assert early_stopping(0) == []
     with pytest.raises(ValueError, match="early_stopping_patience must be >= 0"):
         early_stopping(-1)
+
+
+def test_a_local_backbone_folder_is_recorded_by_name_only(ml100k, tmp_path):
+    """training_info.json and the card travel with an upload: no machine path in either."""
+    from transformers import AutoModel
+
+    from genrec_hf.backbones import tiny_config, train_tokenizer
+
+    folder = tmp_path / "private" / "my-backbone"
+    tokenizer = train_tokenizer(ml100k.catalog.texts()[:200], vocab_size=500)
+    AutoModel.from_config(tiny_config("llama", vocab_size=len(tokenizer))).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    cfg = ST2SITrainingConfig(backbone=str(folder), max_items=4, max_steps=1, windows="last", limit_users=6, progress=False)
+    out = tmp_path / "ckpt"
+    train_st2si(ml100k, str(out), cfg, dataset_spec={"source": "ml-100k"})
+    info = json.loads((out / "training_info.json").read_text())
+    assert info["training"]["backbone"] == "my-backbone"
+    for name in ("training_info.json", "README.md", "config.json"):
+        assert str(tmp_path) not in (out / name).read_text(), name

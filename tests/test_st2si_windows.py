@@ -37,6 +37,19 @@ def test_draws_follow_the_official_sampling_and_reach_every_transition():
         draw_training_span([3], 5, rng)
 
 
+def test_draws_match_the_exact_distribution_of_the_official_sampler():
+    """start ~ U[0, n-2], target ~ U[start+1, n-1], first = max(start, target - max_items)."""
+    n, max_items, draws = 7, 3, 60000
+    exact = Counter()
+    for start in range(n - 1):
+        for target in range(start + 1, n):
+            exact[(max(start, target - max_items), target)] += 1 / (n - 1) / (n - 1 - start)
+    rng = random.Random(1)
+    seen = Counter(draw_training_span(list(range(n)), max_items, rng) for _ in range(draws))
+    assert set(seen) == set(exact)
+    assert max(abs(seen[k] / draws - p) for k, p in exact.items()) < 0.006
+
+
 def test_window_settings_are_checked():
     assert check_windows("random") == "random" and check_windows("3") == 3 and check_windows(2) == 2
     for bad in ("none", "0", 0, -1, True):

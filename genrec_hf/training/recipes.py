@@ -16,6 +16,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_
 
 from ..backbones import BART_SIZES
 from ..cards import write_model_card
+from ..models.saving import public_name
 from ..processing import ST2SI_DEFAULTS, SeqRecProcessor
 from .ranking import SELECT_ON_VALIDATION, RankingMetrics, keep_labelled_logits
 from .st2si import QueryStateCollator, SeqRecCollator, check_windows, ilp_feature_datasets, st2si_datasets
@@ -323,7 +324,7 @@ def _train_and_save(trainer: Trainer, processor, output_dir: str, method: str, d
         "method": method,
         "dataset": dataset_spec or {"source": data.name},
         "dataset_stats": data.stats(),
-        "training": asdict(cfg),
+        "training": {**asdict(cfg), "backbone": public_name(cfg.backbone)},  # never a local path (uploaded)
         **selection_record(trainer),
         "validation": {
             **ranking_summary(valid_metrics),

@@ -37,7 +37,7 @@ _CITATION = ""
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class SeqrecRanking(evaluate.Metric):
     def _info(self):
-        value = datasets.Value("int64") if self.config_name == "ranked_list" else datasets.Value("float32")
+        value = datasets.Value("int64") if self.config_name == "ranked_list" else datasets.Value("float64")  # ranked in float64: no ties float32 would add
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
             citation=_CITATION,
@@ -50,4 +50,4 @@ class SeqrecRanking(evaluate.Metric):
     def _compute(self, predictions, references, ks=DEFAULT_KS):
         if self.config_name == "ranked_list":
             return ranked_list_metrics(torch.tensor(predictions, dtype=torch.long), torch.tensor(references), ks)
-        return rank_metrics(torch.tensor(predictions, dtype=torch.float32), torch.tensor(references), ks)
+        return rank_metrics(torch.tensor(predictions, dtype=torch.float64), torch.tensor(references), ks)
