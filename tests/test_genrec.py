@@ -386,7 +386,7 @@ def test_id_embedding_scale_multiplies_the_added_id_vector(genrec_factory, tmp_p
     encoder = model.get_encoder()
     tokens = encoder.encoder.embed_tokens(inputs["input_ids"])
     added = model.id_embedding(inputs["token_user_ids"], inputs["token_item_ids"], tokens)
-    assert float(added.abs().sum()) > 0
+    assert float(added.detach().abs().sum()) > 0
     model.config.id_embedding_scale = 0.25
     scaled = GenRecForConditionalGeneration(model.config)
     scaled.load_state_dict(model.state_dict())
