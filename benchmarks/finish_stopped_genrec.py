@@ -33,7 +33,8 @@ _, tokenizer = load_bart(cfg.backbone, texts=entity_texts)
 processor = SeqRecProcessor(tokenizer, data.catalog, method="genrec", users=users, item_text_ids=cfg.item_text_ids,
                             seed=cfg.seed, max_items=cfg.max_items, max_length=cfg.max_length)
 ckpts = os.path.join(run_dir, "trainer_checkpoints")
-state = json.load(open(os.path.join(ckpts, sorted(os.listdir(ckpts))[-1], "trainer_state.json")))
+latest = max(os.listdir(ckpts), key=lambda name: int(name.rsplit("-", 1)[-1]))  # by step, not by name
+state = json.load(open(os.path.join(ckpts, latest, "trainer_state.json")))
 best = state["best_model_checkpoint"]
 model = GenRecForConditionalGeneration.from_pretrained(os.path.join(ckpts, os.path.basename(best))).eval()
 pipeline = SeqRecPipeline(model, processor)  # refuses a processor whose item tokens differ from the model's
