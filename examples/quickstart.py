@@ -10,7 +10,8 @@
    unseen titles for a few users next to their recent history (the same list
    `genrec-hf recommend <checkpoint> --user <id>` prints), then the commands to use it next.
 
-CPU-friendly defaults (about 10-15 minutes on 2 idle cores; RESULTS.md has the measured time) trade
+CPU-friendly defaults (about 11 minutes on 2 idle cores of the earlier machine, 26 on today's 2.4x
+slower one; benchmarks/RESULTS.md) trade
 away: a history window of 20 items (paper: 50); the official code's random training windows
 (`--windows random`, the default of `genrec-hf train`: a fresh (start, target) span per user and
 epoch, so every epoch needs new backbone passes, minutes per epoch here) for the newest 2 windows
