@@ -189,7 +189,6 @@ class GenRecTrainingConfig:
     epochs: float = 50.0  # finetuning ceiling (paper: 25); early stopping ends the run
     early_stopping_patience: int = 5  # validations without improvement before stopping; 0 = off
     id_embedding_scale: float = 1.0  # factor on the added ID embedding (1.0 = eq. 2; public code: 1/sqrt(d_model))
-    id_init_std: float = 0.02  # std of the ID tables at init (PyTorch's nn.Embedding default would be 1.0)
     pretrain_max_steps: int = -1
     max_steps: int = -1
     learning_rate: float | None = None  # default 1e-5 for pretrained BART, 5e-4 for random init
@@ -238,7 +237,6 @@ def train_genrec(data, output_dir: str, cfg: GenRecTrainingConfig | None = None,
     model = GenRecForConditionalGeneration.from_bart(
         bart, processor.num_users, processor.num_items, vocab_size=len(tokenizer),
         max_item_tokens=table.shape[1], beam_size=cfg.beam_size, id_embedding_scale=cfg.id_embedding_scale,
-        id_init_std=cfg.id_init_std,
     )
     model.set_item_tokens(table)
     if torch.cuda.is_available():

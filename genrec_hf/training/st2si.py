@@ -240,8 +240,7 @@ class QueryStateCollator:
 
     def __call__(self, features: list[dict]) -> dict:
         # a 1-D row is one query (the validation set of `ilp_feature_datasets`): [hidden] -> [1, hidden]
-        states = [torch.as_tensor(f["query_hidden_states"]).reshape(-1, torch.as_tensor(f["query_hidden_states"]).shape[-1])
-                  for f in features]
+        states = [torch.atleast_2d(torch.as_tensor(f["query_hidden_states"])) for f in features]
         width = max(s.shape[0] for s in states)
         batch = torch.zeros(len(states), width, states[0].shape[-1], dtype=states[0].dtype)
         mask = torch.zeros(len(states), width, dtype=torch.bool)
