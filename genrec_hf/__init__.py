@@ -5,7 +5,7 @@ Importing the package registers every method's config and model with the Auto cl
 
 from . import models
 from .data import ItemCatalog, load_sequences
-from .models import GenRecConfig, GenRecForConditionalGeneration, ST2SIConfig, ST2SIForItemPrediction
+from .models import GenRecConfig, GenRecForConditionalGeneration, LancerConfig, LancerForSeqRec, ST2SIConfig, ST2SIForItemPrediction
 from .pipeline import SeqRecPipeline
 from .processing import SeqRecProcessor
 from .version import __version__
@@ -14,6 +14,8 @@ __all__ = [
     "GenRecConfig",
     "GenRecForConditionalGeneration",
     "ItemCatalog",
+    "LancerConfig",
+    "LancerForSeqRec",
     "ST2SIConfig",
     "ST2SIForItemPrediction",
     "SeqRecPipeline",

@@ -32,13 +32,17 @@ class TokenTrie:
 
     Args:
         sequences: LongTensor [num_items, max_len], row i = item i's tokens, padded with -1.
-            Every row must be non-empty and unique.
+            Every row must be non-empty.
+        duplicates: "error" (rows must be unique) or "first" (items with the same tokens share a
+            leaf, which names the first of them: generation cannot tell them apart).
     Attributes (tensors): edge_keys [E] (parent * vocab + token, sorted), edge_child [E],
         edge_token [E], node_offsets [num_nodes + 1] (CSR over edges by parent),
         leaf_item [num_nodes] (catalog id of a complete sequence, else -1).
     """
 
-    def __init__(self, sequences: torch.Tensor, vocab_size: int):
+    def __init__(self, sequences: torch.Tensor, vocab_size: int, duplicates: str = "error"):
+        if duplicates not in ("error", "first"):
+            raise ValueError(f"duplicates must be 'error' or 'first', got {duplicates!r}")
         seqs = torch.as_tensor(sequences).long().cpu().numpy()
         if seqs.ndim != 2 or seqs.shape[0] == 0:
             raise ValueError("the trie needs a non-empty [num_items, max_len] token table")
@@ -67,10 +71,12 @@ class TokenTrie:
         # new nodes get larger ids than their parents, so keys of deeper levels sort after: one sorted array
         assert (np.diff(edge_keys) > 0).all()
         leaf_item = np.full(num_nodes, -1, dtype=np.int64)
-        if len(np.unique(node)) != num_items:
+        if len(np.unique(node)) != num_items and duplicates == "error":
             dup = np.flatnonzero(np.bincount(node, minlength=num_nodes)[node] > 1)[:2].tolist()
             raise ValueError(f"items {dup} have the same token sequence: the trie cannot tell them apart")
-        leaf_item[node] = np.arange(num_items)
+        first = np.full(num_nodes, num_items, dtype=np.int64)
+        np.minimum.at(first, node, np.arange(num_items))  # a shared leaf names its first item
+        leaf_item = np.where(first < num_items, first, leaf_item)
         parents = edge_keys // self.vocab_size
         self.edge_keys = torch.from_numpy(edge_keys)
         self.edge_child = torch.from_numpy(np.concatenate(children))

@@ -1,9 +1,10 @@
 """One folder per method (configuration_*.py, modeling_*.py, processing_*.py), each self-contained for Hub remote code.
 Importing this package registers every config, model and processor with the Auto classes."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, AutoProcessor
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoProcessor
 
 from .genrec import GenRecConfig, GenRecForConditionalGeneration, GenRecProcessor
+from .lancer import LancerConfig, LancerForSeqRec, LancerProcessor
 from .st2si import ST2SIConfig, ST2SIForItemPrediction, ST2SIProcessor
 
 AutoConfig.register(ST2SIConfig.model_type, ST2SIConfig, exist_ok=True)
@@ -11,15 +12,20 @@ AutoModel.register(ST2SIConfig, ST2SIForItemPrediction, exist_ok=True)
 AutoConfig.register(GenRecConfig.model_type, GenRecConfig, exist_ok=True)
 AutoModel.register(GenRecConfig, GenRecForConditionalGeneration, exist_ok=True)
 AutoModelForSeq2SeqLM.register(GenRecConfig, GenRecForConditionalGeneration, exist_ok=True)
+AutoConfig.register(LancerConfig.model_type, LancerConfig, exist_ok=True)
+AutoModel.register(LancerConfig, LancerForSeqRec, exist_ok=True)
+AutoModelForCausalLM.register(LancerConfig, LancerForSeqRec, exist_ok=True)
 
 # each method's processor (processing_<method>.py, next to its model) for AutoProcessor
 AutoProcessor.register(ST2SIConfig, ST2SIProcessor, exist_ok=True)
 AutoProcessor.register(GenRecConfig, GenRecProcessor, exist_ok=True)
+AutoProcessor.register(LancerConfig, LancerProcessor, exist_ok=True)
 
 # method name (CLI, processor) -> model class
-METHOD_MODELS = {"st2si": ST2SIForItemPrediction, "genrec": GenRecForConditionalGeneration}
+METHOD_MODELS = {"st2si": ST2SIForItemPrediction, "genrec": GenRecForConditionalGeneration, "lancer": LancerForSeqRec}
 
 __all__ = [
-    "METHOD_MODELS", "GenRecConfig", "GenRecForConditionalGeneration", "GenRecProcessor", "ST2SIConfig",
+    "METHOD_MODELS", "GenRecConfig", "GenRecForConditionalGeneration", "GenRecProcessor", "LancerConfig",
+    "LancerForSeqRec", "LancerProcessor", "ST2SIConfig",
     "ST2SIForItemPrediction", "ST2SIProcessor",
 ]
