@@ -110,6 +110,37 @@ def load_backbone(spec: str, texts: Iterable[str] | None = None, dtype=None):
     )
 
 
+def load_causal_lm(spec: str, texts: Iterable[str] | None = None, dtype=None):
+    """(causal LM with its head, tokenizer) for a backbone spec: "tiny" (random Llama-style decoder +
+    a tokenizer trained on `texts`), "smollm2-135m" (offline GGUF, dequantized) or a folder / Hub id
+    (AutoModelForCausalLM, e.g. gpt2, the LANCER paper's backbone)."""
+    from transformers import AutoModelForCausalLM
+
+    if spec == "tiny":
+        if texts is None:
+            raise ValueError("the tiny backbone trains its tokenizer on item texts: pass texts=")
+        tokenizer = train_tokenizer(texts)
+        config = tiny_config("llama", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+        model = AutoModelForCausalLM.from_config(config)
+        model.config._name_or_path = spec
+        return model, tokenizer
+    if spec.lower() in SMOLLM2_NAMES:
+        folder = smollm2_gguf_dir()
+        logger.info("loading SmolLM2-135M-Instruct from %s (dequantizing the Q4_1 GGUF)", folder / SMOLLM2_GGUF)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=dtype)
+        model.hf_quantizer = None  # dequantized floats: drop the GGUF flag that would block save_pretrained
+        if getattr(model.config, "quantization_config", None) is not None:
+            delattr(model.config, "quantization_config")
+        model.config._name_or_path = SMOLLM2_HUB_ID
+        return model, tokenizer
+    return _load_pretrained(
+        spec, lambda s: (AutoModelForCausalLM.from_pretrained(s, dtype=dtype), AutoTokenizer.from_pretrained(s)),
+        "'tiny', 'smollm2-135m'", "e.g. gpt2",
+    )
+
+
 # random-init BART sizes for runs without pretrained weights (no bart-base offline)
 BART_SIZES = {
     "tiny": {"d_model": 64, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4,

@@ -1,6 +1,7 @@
 """Collators, datasets and Trainer metrics per method."""
 
 from .genrec import GenRecCollator, genrec_datasets
+from .lancer import LancerCollator, LancerItemVectorsCallback, LancerKnowledgeCollator, knowledge_dataset, lancer_datasets
 from .ranking import SELECT_ON_VALIDATION, RankingMetrics, RecommenderEvalCallback, keep_labelled_logits, parse_selecting_on_validation
 from .st2si import (
     QueryStateCollator,
@@ -19,6 +20,11 @@ from .st2si import (
 
 __all__ = [
     "GenRecCollator",
+    "LancerCollator",
+    "LancerItemVectorsCallback",
+    "LancerKnowledgeCollator",
+    "knowledge_dataset",
+    "lancer_datasets",
     "RankingMetrics",
     "RecommenderEvalCallback",
     "SELECT_ON_VALIDATION",

@@ -106,7 +106,9 @@ class RecommenderEvalCallback(TrainerCallback):
     `metric_for_best_model="ndcg@10"` selects on validation ranking quality.
     """
 
-    def __init__(self, processor, split, ks=VALIDATION_KS, batch_size: int = 32, top_k: int | None = None, limit: int | None = None):
+    def __init__(self, processor, split, ks=VALIDATION_KS, batch_size: int = 32, top_k: int | None = None, limit: int | None = None,
+                 recommend_kwargs: dict | None = None):
+        self.recommend_kwargs = dict(recommend_kwargs or {})  # e.g. LANCER's decode="trie"
         self.processor = processor
         self.split = split
         self.ks = tuple(ks)
@@ -122,7 +124,7 @@ class RecommenderEvalCallback(TrainerCallback):
             return
         was_training = model.training
         result = evaluate_recommender(
-            SeqRecPipeline(model, self.processor), self.split, ks=self.ks, batch_size=self.batch_size,
+            SeqRecPipeline(model, self.processor, **self.recommend_kwargs), self.split, ks=self.ks, batch_size=self.batch_size,
             top_k=self.top_k, split_name="valid", progress=False, limit=self.limit,
         )
         model.train(was_training)

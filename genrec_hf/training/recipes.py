@@ -273,6 +273,141 @@ def train_genrec(data, output_dir: str, cfg: GenRecTrainingConfig | None = None,
     return _train_and_save(trainer, processor, output_dir, "genrec", data, cfg, dataset_spec)
 
 
+@dataclass
+class LancerTrainingConfig:
+    """Every knob of a LANCER run. Paper / public-code settings where they exist (§4.1, design.md
+    §7): history 10, 20 knowledge tokens, batch 16, lr 2e-4, 5 prompt-only epochs then 20 with
+    the LM, 10 beams, 32 tokens per item. Not from the paper: the knowledge stage's length, the
+    constant LR (early stopping ends a stage; the paper decays linearly) and the random windows."""
+
+    backbone: str = "tiny"  # tiny | smollm2-135m | folder / Hub id (gpt2 in the paper)
+    variant: str = "full"  # full | title | id | bare (Table 3)
+    max_items: int = 10  # history window N (= reasoning-prompt slots)
+    max_item_tokens: int = 32
+    num_knowledge_tokens: int = 20
+    prompt_hidden_size: int = 512
+    instruction: str | None = None  # None: "A user watched sequence of movies:" ("" for bare)
+    separator: str = " ->"
+    knowledge_epochs: float = 3.0  # the knowledge stage on the catalog's detail texts (not given by the paper)
+    stage1_epochs: float = 5.0  # prompts only, LM frozen (public code: 5); early stopping may end it sooner
+    stage2: str = "none"  # none | full | lora: prompts + LM (the paper: full, 20 epochs)
+    stage2_epochs: float = 20.0
+    lora_r: int = 8
+    lora_alpha: int = 16
+    early_stopping_patience: int = 5  # validations without improvement before a stage stops; 0 = off
+    windows: str = "random"  # training target per user and epoch: "random" position or the "last" item
+    loss_on: str = "items"  # "items": every item's tokens (eq. 2) | "target": the predicted item's only
+    learning_rate: float = 2e-4
+    stage2_learning_rate: float | None = None  # default: learning_rate
+    batch_size: int = 16
+    eval_batch_size: int = 16
+    beam_size: int = 10  # paper: 10 beams, recommendations @5 and @10
+    decode: str = "cosine"  # cosine (eq. 12) | trie, for validation, test and the saved checkpoint
+    eval_users: int | None = None  # validation users per evaluation (a seeded subset); None = all
+    max_steps: int = -1  # per stage (smoke runs)
+    seed: int = 42
+    limit_users: int | None = None
+    progress: bool = True
+
+
+def _lancer_backbone_texts(catalog, cfg: LancerTrainingConfig) -> list[str]:
+    from ..processing import LANCER_DEFAULTS
+
+    texts = catalog.texts() + catalog.with_template("title_year_genres").texts()
+    texts += [cfg.instruction or LANCER_DEFAULTS["instruction"], cfg.separator] + [f"item_{i}" for i in range(len(catalog))]
+    return texts
+
+
+def train_lancer(data, output_dir: str, cfg: LancerTrainingConfig | None = None, overwrite: bool = False, dataset_spec: dict | None = None):
+    """Knowledge stage, stage 1 (prompts, LM frozen), optional stage 2 (prompts + LM, full or
+    LoRA); each sequence stage keeps its best validation checkpoint, and stage 2's replaces stage
+    1's only if it is better on validation NDCG@10. Returns (model, processor, validation metrics)."""
+    from ..backbones import load_causal_lm
+    from ..models import LancerForSeqRec
+    from .lancer import LancerCollator, LancerItemVectorsCallback, LancerKnowledgeCollator, knowledge_dataset, lancer_datasets, validation_subset
+    from .ranking import RecommenderEvalCallback
+
+    cfg = cfg or LancerTrainingConfig()
+    if cfg.stage2 not in ("none", "full", "lora"):
+        raise ValueError(f"stage2 must be none | full | lora, got {cfg.stage2!r}")
+    prompts = cfg.variant != "bare"
+    if not prompts and cfg.stage2 == "none":
+        raise ValueError("the bare variant has no prompts to tune: give stage2='full' or 'lora' (the LM alone)")
+    _check_output_dir(output_dir, overwrite)
+    set_seed(cfg.seed)
+    lm, tokenizer = load_causal_lm(cfg.backbone, texts=_lancer_backbone_texts(data.catalog, cfg))
+    settings = {"instruction": cfg.instruction} if cfg.instruction is not None else {}
+    processor = SeqRecProcessor(
+        tokenizer, data.catalog, method="lancer", variant=cfg.variant, max_items=cfg.max_items,
+        max_item_tokens=cfg.max_item_tokens, separator=cfg.separator, loss_on=cfg.loss_on, seed=cfg.seed, **settings,
+    )
+    model = LancerForSeqRec.from_lm(
+        lm, len(data.catalog), processor.separator_ids, vocab_size=len(tokenizer), history_slots=cfg.max_items,
+        num_knowledge_tokens=cfg.num_knowledge_tokens, prompt_hidden_size=cfg.prompt_hidden_size,
+        use_knowledge_prompt=prompts, use_reasoning_prompt=prompts, max_item_tokens=cfg.max_item_tokens,
+        beam_size=cfg.beam_size, decode=cfg.decode,
+    )
+    model.set_catalog(processor.item_token_table(), processor.item_detail_table())
+    if torch.cuda.is_available():
+        model.cuda()
+    work_dir = os.path.join(output_dir, "trainer_checkpoints")
+    common = dict(batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, seed=cfg.seed, progress=cfg.progress,
+                  remove_unused_columns=False, lr_scheduler_type="constant")
+    if prompts and (cfg.knowledge_epochs > 0 or cfg.max_steps > 0):
+        model.set_stage("knowledge")
+        args = _training_arguments(work_dir + "-knowledge", learning_rate=cfg.learning_rate, epochs=cfg.knowledge_epochs,
+                                   max_steps=cfg.max_steps, select_on_validation=False, **common)
+        Trainer(model=model, args=args, train_dataset=knowledge_dataset(len(data.catalog)),
+                data_collator=LancerKnowledgeCollator(processor, cfg.max_items)).train()
+        shutil.rmtree(work_dir + "-knowledge", ignore_errors=True)
+    train_ds, valid_ds = lancer_datasets(data, cfg.limit_users)
+    valid_ds = validation_subset(valid_ds, cfg.eval_users, cfg.seed)
+
+    def sequence_stage(epochs: float, learning_rate: float, directory: str):
+        args = _training_arguments(os.path.join(directory, "trainer_checkpoints"), learning_rate=learning_rate,
+                                   epochs=epochs, max_steps=cfg.max_steps, **common)
+        trainer = Trainer(
+            model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds,
+            data_collator=LancerCollator(processor, windows=cfg.windows, seed=cfg.seed),
+            callbacks=[LancerItemVectorsCallback(),
+                       RecommenderEvalCallback(processor, valid_ds, batch_size=cfg.eval_batch_size, top_k=cfg.beam_size,
+                                               recommend_kwargs={"decode": cfg.decode}),
+                       *early_stopping(cfg.early_stopping_patience)],
+        )
+        return _train_and_save(trainer, processor, directory, "lancer", data, cfg, dataset_spec)
+
+    stages = {}
+    valid = None
+    if prompts:
+        model.set_stage("prompt")
+        model, _, valid = sequence_stage(cfg.stage1_epochs, cfg.learning_rate, output_dir)
+        stages["stage1"] = {"ndcg@10": valid.get("eval_ndcg@10")}
+    if cfg.stage2 != "none":
+        if cfg.stage2 == "lora":
+            model.enable_lora(r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
+        model.set_stage(cfg.stage2)
+        target = output_dir + "-stage2" if valid is not None else output_dir
+        model, _, valid2 = sequence_stage(cfg.stage2_epochs, cfg.stage2_learning_rate or cfg.learning_rate, target)
+        stages["stage2"] = {"mode": cfg.stage2, "ndcg@10": valid2.get("eval_ndcg@10")}
+        if target != output_dir:
+            better = valid2.get("eval_ndcg@10", -1.0) > valid.get("eval_ndcg@10", -1.0)
+            stages["kept"] = "stage2" if better else "stage1"
+            if better:
+                shutil.rmtree(output_dir)
+                os.replace(target, output_dir)
+                valid = valid2
+            else:  # stage 2 did not beat stage 1 on validation: the stage-1 checkpoint stays
+                shutil.rmtree(target, ignore_errors=True)
+                model = LancerForSeqRec.from_pretrained(output_dir)
+        else:
+            valid = valid2
+    info = read_training_info(output_dir)
+    info["stages"] = stages
+    _write_info(output_dir, info)
+    write_model_card(output_dir)
+    return model, processor, valid
+
+
 def _logged_eval(state, best_checkpoint: str | None) -> dict:
     """The validation metrics logged at the best checkpoint's step (spares one more evaluation,
     which for generative models means beam search over every validation user)."""
