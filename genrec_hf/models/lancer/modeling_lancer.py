@@ -143,6 +143,21 @@ class LancerReasoningPrompt(nn.Module):
         return self.mlp(attention @ v)
 
 
+def _repeat_factor(*tensors: torch.Tensor | None) -> int:
+    """k if the batch is made of consecutive groups of k identical rows (k > 1), else 1."""
+    tensors = [t for t in tensors if t is not None]
+    batch = tensors[0].shape[0]
+    if batch < 2:
+        return 1
+    flat = torch.cat([t.reshape(batch, -1).long() for t in tensors], dim=1)
+    same = (flat[1:] == flat[:-1]).all(dim=1)
+    k = int(same.long().cumprod(0).sum()) + 1  # length of the first run of identical rows
+    if k == 1 or batch % k:
+        return 1
+    groups = flat.view(batch // k, k, -1)
+    return k if bool((groups == groups[:, :1]).all()) else 1
+
+
 class LancerPreTrainedModel(PreTrainedModel):
     config_class = LancerConfig
     base_model_prefix = "lancer"
@@ -253,6 +268,8 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
             raise ValueError(f"stage must be knowledge | prompt | full | lora, got {stage!r}")
         if stage == "lora" and not self.config.lora:
             raise ValueError("stage 'lora' needs LoRA adapters: call enable_lora() first")
+        if stage in ("knowledge", "prompt") and self.knowledge_prompt is None:  # before any requires_grad change
+            raise ValueError("this model has no prompts (the bare variant): train it with stage 'full' or 'lora'")
         self.lm.requires_grad_(stage == "full")
         if stage == "lora":
             for name, param in self.lm.named_parameters():
@@ -261,8 +278,6 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
             self.knowledge_prompt.requires_grad_(True)
         if self.reasoning_prompt is not None:
             self.reasoning_prompt.requires_grad_(stage != "knowledge")
-        if stage in ("knowledge", "prompt") and self.knowledge_prompt is None:
-            raise ValueError("this model has no prompts (the bare variant): train it with stage 'full' or 'lora'")
 
     def enable_lora(self, r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.05, target_modules=None) -> None:
         """Add PEFT LoRA adapters to the LM (stage 2). Item vectors keep coming from the un-adapted
@@ -498,6 +513,7 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         history_item_ids: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ):
         """
@@ -506,6 +522,7 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
         prompt_item_ids: [batch, <= N] the items whose vectors build the reasoning prompt (-1 = empty).
         labels: [batch, seq] token labels (-100 = ignore); the LM shifts them (eq. 2).
         history_item_ids: accepted and ignored (the processor emits it for recommend).
+        logits_to_keep: as in transformers' causal LMs (generation asks for the last position only).
         The KV cache (`cache`, or `past_key_values` before transformers 5.24) gets the prefixes
         at the first step; other kwargs go to the LM. Returns the LM's CausalLMOutputWithPast.
         """
@@ -524,6 +541,20 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
         if position_ids is None:
             # text positions start at 0 after left padding, whatever the prefix length
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -length:]
+        if cached == 0 and labels is None and input_ids is not None and not torch.is_grad_enabled():
+            repeats = _repeat_factor(input_ids, attention_mask, position_ids, prompt_item_ids)
+            if repeats > 1:
+                # beam search copies each prompt num_beams times before the first step: run the
+                # prompt once per user and copy the result (the cache and the logits) instead
+                rows = torch.arange(0, batch, repeats, device=ref.device)
+                out = self.forward(
+                    input_ids=input_ids[rows], attention_mask=attention_mask[rows], position_ids=position_ids[rows],
+                    prompt_item_ids=prompt_item_ids[rows] if prompt_item_ids is not None else None,
+                    use_cache=True, logits_to_keep=logits_to_keep, **kwargs,
+                )
+                for layer in out[CACHE_ARG].layers:
+                    layer.batch_repeat_interleave(repeats)
+                return type(out)(logits=out.logits.repeat_interleave(repeats, dim=0), **{CACHE_ARG: out[CACHE_ARG]})
         if num_prefix:
             if cached == 0:
                 if cache is None:
@@ -540,7 +571,7 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
             attention_mask = torch.cat([prefix_mask, attention_mask.long()], dim=1)
         out = self.lm(
             input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-            labels=labels, use_cache=use_cache, **{CACHE_ARG: cache}, **kwargs,
+            labels=labels, use_cache=use_cache, logits_to_keep=logits_to_keep, **{CACHE_ARG: cache}, **kwargs,
         )
         if use_cache is False and out.get(CACHE_ARG) is not None:
             # the LM returns the cache it was given (here: only our prefix); uncached generation must not reuse it
@@ -612,8 +643,14 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
         if beams or decode == "trie":
             if beams:
                 scores = out.sequences_scores.view(batch, num_beams)
-            else:  # one text: its total log-probability
-                scores = self.compute_transition_scores(out.sequences, out.scores, normalize_logits=True).sum(-1).view(batch, 1)
+            else:  # one text: its total log-probability, up to its end token (a row that ended before
+                # the longest one is padded, and the trie gives its padding -inf)
+                steps = self.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+                eos = kwargs.get("eos_token_id", self.generation_config.eos_token_id)
+                eos = [] if eos is None else eos if isinstance(eos, list) else [eos]
+                ended = torch.isin(generated, torch.tensor(eos, dtype=torch.long, device=generated.device))
+                after_end = (ended.long().cumsum(1) - ended.long()) > 0
+                scores = steps.masked_fill(after_end, 0.0).sum(-1).view(batch, 1)
             item_ids, ranked, num_valid = rank_beams(items, scores, top_k, history)
         else:
             # one text, cosine: the catalog ranked by similarity to it (the paper's Sample / Greedy)
