@@ -25,6 +25,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--backbone", default="smollm2-135m")
+    parser.add_argument("--lm-layers", type=int, default=None, help="keep the LM's first N blocks (CPU budget)")
     parser.add_argument("--variant", default="full", choices=("full", "title", "id", "bare"))
     parser.add_argument("--knowledge-epochs", type=float, default=1.0)
     parser.add_argument("--stage1-epochs", type=float, default=2.0)
@@ -56,7 +57,7 @@ def main(argv=None) -> None:
     report.update({"dataset": data.stats(), "torch_threads": torch.get_num_threads()})
     if not args.skip_train:
         cfg = LancerTrainingConfig(
-            backbone=args.backbone, variant=args.variant, knowledge_epochs=args.knowledge_epochs,
+            backbone=args.backbone, lm_layers=args.lm_layers, variant=args.variant, knowledge_epochs=args.knowledge_epochs,
             stage1_epochs=args.stage1_epochs, stage2=args.stage2, stage2_epochs=args.stage2_epochs,
             learning_rate=args.learning_rate, batch_size=args.batch_size, eval_users=args.eval_users,
             decode=args.decode, seed=args.seed,

@@ -110,10 +110,29 @@ def load_backbone(spec: str, texts: Iterable[str] | None = None, dtype=None):
     )
 
 
-def load_causal_lm(spec: str, texts: Iterable[str] | None = None, dtype=None):
+def keep_first_layers(model, num_layers: int):
+    """Keep a causal LM's first `num_layers` transformer blocks (a CPU budget setting: cost is
+    linear in depth); the config records the new depth, so a saved checkpoint reloads as is."""
+    decoder = model.base_model
+    blocks_name = "layers" if hasattr(decoder, "layers") else "h"  # Llama-style / GPT-2
+    blocks = getattr(decoder, blocks_name)
+    if not 1 <= num_layers <= len(blocks):
+        raise ValueError(f"keep_first_layers: the LM has {len(blocks)} layers, asked to keep {num_layers}")
+    setattr(decoder, blocks_name, blocks[:num_layers])
+    model.config.num_hidden_layers = num_layers
+    if hasattr(model.config, "layer_types") and model.config.layer_types:
+        model.config.layer_types = model.config.layer_types[:num_layers]
+    return model
+
+
+def load_causal_lm(spec: str, texts: Iterable[str] | None = None, dtype=None, num_layers: int | None = None):
     """(causal LM with its head, tokenizer) for a backbone spec: "tiny" (random Llama-style decoder +
     a tokenizer trained on `texts`), "smollm2-135m" (offline GGUF, dequantized) or a folder / Hub id
-    (AutoModelForCausalLM, e.g. gpt2, the LANCER paper's backbone)."""
+    (AutoModelForCausalLM, e.g. gpt2, the LANCER paper's backbone). num_layers: keep only the
+    first N blocks (CPU runs)."""
+    if num_layers is not None:
+        model, tokenizer = load_causal_lm(spec, texts, dtype)
+        return keep_first_layers(model, num_layers), tokenizer
     from transformers import AutoModelForCausalLM
 
     if spec == "tiny":

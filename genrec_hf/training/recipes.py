@@ -281,6 +281,7 @@ class LancerTrainingConfig:
     constant LR (early stopping ends a stage; the paper decays linearly) and the random windows."""
 
     backbone: str = "tiny"  # tiny | smollm2-135m | folder / Hub id (gpt2 in the paper)
+    lm_layers: int | None = None  # keep the LM's first N blocks only (a CPU budget setting; None = all)
     variant: str = "full"  # full | title | id | bare (Table 3)
     max_items: int = 10  # history window N (= reasoning-prompt slots)
     max_item_tokens: int = 32
@@ -335,7 +336,7 @@ def train_lancer(data, output_dir: str, cfg: LancerTrainingConfig | None = None,
         raise ValueError("the bare variant has no prompts to tune: give stage2='full' or 'lora' (the LM alone)")
     _check_output_dir(output_dir, overwrite)
     set_seed(cfg.seed)
-    lm, tokenizer = load_causal_lm(cfg.backbone, texts=_lancer_backbone_texts(data.catalog, cfg))
+    lm, tokenizer = load_causal_lm(cfg.backbone, texts=_lancer_backbone_texts(data.catalog, cfg), num_layers=cfg.lm_layers)
     settings = {"instruction": cfg.instruction} if cfg.instruction is not None else {}
     processor = SeqRecProcessor(
         tokenizer, data.catalog, method="lancer", variant=cfg.variant, max_items=cfg.max_items,
