@@ -20,6 +20,7 @@ the next item's text, mapped to catalog items by cosine similarity or kept on th
 The prefix is native (transformers' `Cache` API), not PEFT's prefix tuning: PEFT's prompt is
 the same for every input, so it cannot carry the per-user reasoning prompt, and design.md §7 lists
 its other limits (no gradient checkpointing, Llama + prefix + generate without cache fails).
+Gradient checkpointing is refused here too: a checkpointed layer runs without the cache.
 
 Self-contained (torch, transformers, same-folder files; peft only for LoRA), so a saved folder
 loads with `trust_remote_code=True` where genrec_hf is not installed.
@@ -161,7 +162,10 @@ def _repeat_factor(*tensors: torch.Tensor | None) -> int:
 class LancerPreTrainedModel(PreTrainedModel):
     config_class = LancerConfig
     base_model_prefix = "lancer"
-    supports_gradient_checkpointing = True
+    # the prompts reach attention through the KV cache, and a checkpointed decoder layer runs
+    # with cache=None (transformers drops it so the backward replay does not write it twice):
+    # the prefix would vanish and the mask no longer fit. Refuse it with a clear error.
+    supports_gradient_checkpointing = False
     _supports_sdpa = True
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -541,7 +545,9 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
         if position_ids is None:
             # text positions start at 0 after left padding, whatever the prefix length
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -length:]
-        if cached == 0 and labels is None and input_ids is not None and not torch.is_grad_enabled():
+        # (generation only: the shortcut returns logits and cache, nothing else)
+        plain = use_cache is not False and not kwargs.get("output_hidden_states") and not kwargs.get("output_attentions")
+        if cached == 0 and labels is None and input_ids is not None and not torch.is_grad_enabled() and plain:
             repeats = _repeat_factor(input_ids, attention_mask, position_ids, prompt_item_ids)
             if repeats > 1:
                 # beam search copies each prompt num_beams times before the first step: run the

@@ -29,7 +29,8 @@ from transformers import BatchEncoding
 from .processing_base import PAD_VALUES, SeqRecProcessorBase
 
 # the paper's ablation variants (Table 3) -> the item texts they use; "bare" also drops the
-# instruction here and both prompts in the model (LancerConfig.for_variant)
+# instruction here and both prompts in the model (LancerConfig(use_knowledge_prompt=False,
+# use_reasoning_prompt=False), as the train_lancer recipe sets for it)
 VARIANTS = {
     "full": {"item_template": "title", "detail_template": "title_year_genres"},
     "title": {"item_template": "title", "detail_template": "title"},
