@@ -37,6 +37,19 @@ NON_NEGATIVE_FLOAT = _bounded(float, low=0, allowed="a number >= 0")
 PROBABILITY = _bounded(float, low=0, high=1, allowed="a number from 0 to 1")
 
 
+# --flag -> LancerTrainingConfig field, for the flags only lancer reads (default None: the config's default)
+LANCER_FLAGS = {
+    "--knowledge-epochs": "knowledge_epochs", "--stage1-epochs": "stage1_epochs", "--stage2": "stage2",
+    "--stage2-epochs": "stage2_epochs", "--stage2-learning-rate": "stage2_learning_rate", "--variant": "variant",
+    "--decode": "decode", "--eval-users": "eval_users", "--lora-r": "lora_r", "--lora-alpha": "lora_alpha",
+    "--num-knowledge-tokens": "num_knowledge_tokens", "--prompt-hidden-size": "prompt_hidden_size", "--loss-on": "loss_on",
+    "--lm-layers": "lm_layers",
+}
+LANCER_WINDOWS = ("random", "last")
+DECODE_MODES = ("cosine", "trie")
+STRATEGIES = ("beam_search", "beam_sample", "greedy", "sample")
+
+
 def _windows(text: str) -> str:
     """--windows: random | last | all, or a number N >= 1 of newest windows (checked before any model loads)."""
     if text in ("random", "last", "all") or (text.isdigit() and int(text) >= 1):
@@ -88,6 +101,44 @@ def _check_checkpoint_folder(directory: str) -> None:
         raise FileNotFoundError(f"{directory} is not a checkpoint folder (no config.json)")
 
 
+def _model_type(directory: str) -> str | None:
+    """config.json's model_type (read before anything loads, so flag errors come first)."""
+    with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
+        return json.load(f).get("model_type")
+
+
+def _generation_options(args, directory: str) -> dict:
+    """recommend kwargs from --decode / --strategy / --num-beams / --unconstrained, checked against
+    the checkpoint's method: decode and strategy are LANCER's, --unconstrained GenRec's."""
+    model_type = _model_type(directory)
+    lancer_only = [flag for flag, value in (("--decode", args.decode), ("--strategy", args.strategy)) if value is not None]
+    if lancer_only and model_type != "lancer":
+        verb = "apply" if len(lancer_only) > 1 else "applies"
+        raise ValueError(f"{' and '.join(lancer_only)} {verb} only to LANCER checkpoints; {directory} holds a {model_type} model")
+    options = {}
+    if getattr(args, "unconstrained", False):
+        if model_type == "lancer":
+            raise ValueError("--unconstrained is GenRec's; a LANCER checkpoint decodes freely with --decode cosine "
+                             "(generated text mapped by cosine similarity) or on the catalog trie with --decode trie")
+        if model_type != "genrec":
+            raise ValueError(f"--unconstrained applies only to GenRec checkpoints; {directory} holds a {model_type} model")
+        options["constrained"] = False
+    if getattr(args, "num_beams", None):
+        if model_type not in ("genrec", "lancer"):
+            raise ValueError(f"--num-beams applies only to generative checkpoints; {directory} holds a {model_type} model")
+        options["num_beams"] = args.num_beams
+    if model_type == "lancer":  # always explicit, so the printed and recorded settings say what ran
+        options["decode"] = args.decode or _lancer_config(directory)["decode"]
+        options["strategy"] = args.strategy or "beam_search"
+    return options
+
+
+def _lancer_config(directory: str) -> dict:
+    with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
+        config = json.load(f)
+    return {"decode": config.get("decode", "cosine"), "beam_size": config.get("beam_size", 10)}
+
+
 def _checkpoint_data(args, directory: str):
     """The dataset a checkpoint was trained on (or the one given), checked against its catalog."""
     from .training.recipes import read_training_info
@@ -135,14 +186,22 @@ def cmd_evaluate(args) -> int:
 
     if (args.checkpoint is None) == (args.method is None):
         raise SystemExit("error: give either a CHECKPOINT folder or --method popularity")
+    top_k = args.top_k
     if args.checkpoint is not None:
+        _check_checkpoint_folder(args.checkpoint)
+        extra = _generation_options(args, args.checkpoint)
+        if top_k is None and "decode" in extra:  # LANCER: one list of beams (paper: 10 beams, @5 and @10)
+            top_k = args.num_beams or _lancer_config(args.checkpoint)["beam_size"]
         data = _checkpoint_data(args, args.checkpoint)
-        extra = {"constrained": False} if args.unconstrained else {}
-        if args.num_beams:
-            extra["num_beams"] = args.num_beams
         recommender = _load_pipeline(args.checkpoint, data, **extra)
         args.method = args.checkpoint
     else:
+        used = [flag for flag, value in (("--decode", args.decode), ("--strategy", args.strategy),
+                                         ("--num-beams", args.num_beams), ("--unconstrained", args.unconstrained or None))
+                if value is not None]
+        if used:
+            raise ValueError(f"{', '.join(used)} {'apply' if len(used) > 1 else 'applies'} only to generative checkpoints, "
+                             f"not --method {args.method}")
         if args.dataset is None:
             args.dataset = "ml-100k"
         data = _load(args)
@@ -155,7 +214,8 @@ def cmd_evaluate(args) -> int:
         max_history=args.max_history,
         split_name=args.split,
         progress=not args.no_progress,
-        top_k=args.top_k,
+        top_k=top_k,
+        limit=args.limit_users,
     )
     if args.json:
         print(json.dumps({"method": args.method, "dataset": data.stats(), **result.to_dict()}))
@@ -168,24 +228,50 @@ def cmd_evaluate(args) -> int:
 
 def _training_config(args):
     """The method's training config from the CLI flags (unset flags keep the method's defaults)."""
-    from .training.recipes import GenRecTrainingConfig, ST2SITrainingConfig
+    from .training.recipes import GenRecTrainingConfig, LancerTrainingConfig, ST2SITrainingConfig
 
+    given = [flag for flag, dest in LANCER_FLAGS.items() if getattr(args, dest) is not None]
+    if args.method != "lancer" and given:
+        raise ValueError(f"{', '.join(given)} {'apply' if len(given) > 1 else 'applies'} only to --method lancer")
     common = {
-        "backbone": args.backbone, "max_steps": args.max_steps, "learning_rate": args.learning_rate,
+        "backbone": args.backbone, "max_steps": args.max_steps,
         "seed": args.seed, "limit_users": args.limit_users, "progress": not args.no_progress,
         "early_stopping_patience": args.early_stopping_patience,
     }
-    for name in ("epochs", "batch_size", "max_items"):
+    for name in ("learning_rate", "batch_size", "max_items"):
         if getattr(args, name) is not None:
             common[name] = getattr(args, name)
+    if args.method == "lancer":
+        if args.epochs is not None:
+            raise ValueError("--epochs is not used by lancer, which trains in stages: give --knowledge-epochs, "
+                             "--stage1-epochs and/or --stage2-epochs")
+        if args.windows not in LANCER_WINDOWS:
+            raise ValueError(f"--windows {args.windows} is ST2SI's; lancer trains on: {' | '.join(LANCER_WINDOWS)}")
+        extra = {dest: getattr(args, dest) for dest in LANCER_FLAGS.values() if getattr(args, dest) is not None}
+        stage2 = extra.get("stage2", "none")
+        if extra.get("variant") == "bare" and stage2 == "none":
+            raise ValueError("--variant bare has no prompts to tune: give --stage2 full or --stage2 lora (the LM alone)")
+        for flag in ("--lora-r", "--lora-alpha"):
+            if LANCER_FLAGS[flag] in extra and stage2 != "lora":
+                raise ValueError(f"{flag} only applies with --stage2 lora")
+        for flag in ("--stage2-epochs", "--stage2-learning-rate"):
+            if LANCER_FLAGS[flag] in extra and stage2 == "none":
+                raise ValueError(f"{flag} needs --stage2 full or --stage2 lora")
+        if args.beam_size is not None:
+            extra["beam_size"] = args.beam_size
+        return LancerTrainingConfig(**common, **extra, max_item_tokens=args.max_item_tokens, windows=args.windows)
+    if args.epochs is not None:
+        common["epochs"] = args.epochs
     if args.method == "st2si":
         return ST2SITrainingConfig(
             **common, tune_mode=args.tune_mode, max_item_tokens=args.max_item_tokens, multi_query=not args.single_query,
             id_alignment=not args.no_alignment, windows=args.windows, cache_states=not args.no_cache,
         )
     extra = {"pretrain_max_steps": args.pretrain_max_steps, "finetune_targets": args.finetune_targets,
-             "item_text_ids": args.item_text_ids, "beam_size": args.beam_size, "eval_every": args.eval_every,
+             "item_text_ids": args.item_text_ids, "eval_every": args.eval_every,
              "unknown_user_prob": args.unknown_user_prob, "id_embedding_scale": args.id_embedding_scale}
+    if args.beam_size is not None:
+        extra["beam_size"] = args.beam_size
     if args.pretrain_epochs is not None:
         extra["pretrain_epochs"] = args.pretrain_epochs
     return GenRecTrainingConfig(**common, **extra)
@@ -194,33 +280,36 @@ def _training_config(args):
 def cmd_train(args) -> int:
     from .evaluation import evaluate_recommender
     from .pipeline import SeqRecPipeline
-    from .training.recipes import ranking_summary, record_results, train_genrec, train_st2si
+    from .training.recipes import ranking_summary, record_results, train_genrec, train_lancer, train_st2si
 
-    trainers = {"st2si": train_st2si, "genrec": train_genrec}
-    if args.method not in trainers:
-        raise SystemExit(f"error: --method {args.method!r} is not built yet; available: {', '.join(trainers)}")
+    trainers = {"st2si": train_st2si, "genrec": train_genrec, "lancer": train_lancer}
     if args.backbone is None:
         args.backbone = "tiny"
     if args.dataset is None:
         args.dataset = "ml-100k"
+    cfg = _training_config(args)  # flag errors before the data and the backbone load
     data = _load(args)
     print(data.describe())
-    cfg = _training_config(args)
     model, processor, valid = trainers[args.method](data, args.output_dir, cfg, overwrite=args.overwrite, dataset_spec=_dataset_spec(args))
     shown = ranking_summary(valid)
     print("\nbest validation: " + ", ".join(f"{k}={v:.4f}" for k, v in shown.items()))
     print(f"checkpoint saved to {args.output_dir}")
     if not args.skip_test:
-        result = evaluate_recommender(SeqRecPipeline(model, processor), data.splits["test"], split_name="test",
-                                      progress=not args.no_progress, limit=args.limit_users)
+        # generative methods: the list length and decoding validation selected on (top_k = the beams)
+        top_k = getattr(cfg, "beam_size", None)
+        extra = {"decode": cfg.decode} if args.method == "lancer" else {}
+        result = evaluate_recommender(SeqRecPipeline(model, processor, **extra), data.splits["test"], split_name="test",
+                                      progress=not args.no_progress, limit=args.limit_users, top_k=top_k)
         record_results(args.output_dir, result)
         print(result.format())
     return 0
 
 
 def cmd_recommend(args) -> int:
+    _check_checkpoint_folder(args.checkpoint)
+    extra = _generation_options(args, args.checkpoint)
     data = _checkpoint_data(args, args.checkpoint)
-    pipeline = _load_pipeline(args.checkpoint, data)
+    pipeline = _load_pipeline(args.checkpoint, data, **extra)
     catalog = data.catalog
     if args.items:
         history = catalog.ids_of(i.strip() for i in args.items.split(","))
@@ -244,6 +333,13 @@ def cmd_recommend(args) -> int:
         print(f"    {catalog.original_id(item):>8}  {catalog.text(item)}")
     ranked = [(i, sc) for i, sc in zip(out.item_ids[0].tolist(), out.scores[0].tolist()) if i >= 0]  # -1 pads
     short = "" if len(ranked) == top_k else f"; {top_k} asked, only {len(ranked)} {'unseen ' if exclude else ''}items returned"
+    if "decode" in extra:  # LANCER: say how the list was made
+        beams = out.num_generated[0].item()
+        one_text_cosine = extra["decode"] == "cosine" and not extra["strategy"].startswith("beam")
+        how = "scores: cosine similarity to the generated text" if one_text_cosine else "scores: log-probabilities of the generated texts"
+        print(f"LANCER: {extra['decode']} decoding, {extra['strategy']}, {beams} generated text(s); {how}")
+        if short and beams > 1:
+            short += " (one item per beam: --num-beams N lists more)"
     print(f"top-{len(ranked)} ({'unseen' if exclude else 'seen items included'}{short}):")
     for rank, (item, score) in enumerate(ranked, start=1):
         print(f"{rank:>3}. {catalog.original_id(item):>8}  {catalog.text(item)}  ({score:.3f})")
@@ -261,6 +357,17 @@ def cmd_upload(args) -> int:
     return 0
 
 
+def _add_generation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--num-beams", type=POSITIVE_INT, default=None,
+                   help="generative models: beams (default: the checkpoint's; at least --top-k for beam strategies)")
+    p.add_argument("--decode", default=None, choices=DECODE_MODES,
+                   help="LANCER: cosine (generated text mapped by cosine similarity) | trie (beams kept on the catalog); "
+                        "default: the checkpoint's")
+    p.add_argument("--strategy", default=None, choices=STRATEGIES,
+                   help="LANCER: beam_search (default) | beam_sample | greedy | sample (one text: cosine ranks the "
+                        "catalog by similarity to it, the trie gives one item)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genrec-hf", description="LLM-based sequential recommenders on HF")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -274,29 +381,34 @@ def build_parser() -> argparse.ArgumentParser:
     stats.set_defaults(func=cmd_data_stats)
 
     tr = sub.add_parser("train", help="train a method and save a checkpoint folder (best on validation)")
-    tr.add_argument("--method", required=True, help="st2si | genrec")
+    tr.add_argument("--method", required=True, choices=("st2si", "genrec", "lancer"), help="st2si | genrec | lancer")
     _add_dataset_args(tr)
     tr.add_argument("--backbone", default=None,
-                    help="st2si: tiny | smollm2-135m | folder | Hub id; genrec: tiny | bart-small | BART folder | Hub id (default: tiny)")
+                    help="st2si, lancer: tiny | smollm2-135m | folder | Hub id (lancer: a causal LM, gpt2 in the paper); "
+                         "genrec: tiny | bart-small | BART folder | Hub id (default: tiny)")
     tr.add_argument("--output-dir", required=True)
     tr.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --output-dir")
-    tr.add_argument("--epochs", type=POSITIVE_FLOAT, default=None, help="(finetuning) epoch ceiling; default 50 (early stopping ends the run)")
-    tr.add_argument("--max-steps", type=MAX_STEPS, default=-1)
+    tr.add_argument("--epochs", type=POSITIVE_FLOAT, default=None,
+                    help="st2si, genrec (finetuning): epoch ceiling; default 50 (early stopping ends the run). "
+                         "Not for lancer, which trains in stages: --knowledge-epochs, --stage1-epochs, --stage2-epochs")
+    tr.add_argument("--max-steps", type=MAX_STEPS, default=-1, help="smoke runs: training steps (genrec: finetuning; lancer: per stage); -1 = no limit")
     tr.add_argument("--learning-rate", type=POSITIVE_FLOAT, default=None, help="default: the method's (see the training configs)")
     tr.add_argument("--batch-size", type=POSITIVE_INT, default=None)
-    tr.add_argument("--max-items", type=POSITIVE_INT, default=None, help="history window in items (default 50)")
+    tr.add_argument("--max-items", type=POSITIVE_INT, default=None, help="history window in items (default 50; lancer 10, the paper's)")
+    tr.add_argument("--max-item-tokens", type=POSITIVE_INT, default=32, help="st2si, lancer: tokens per item text (paper: 32)")
+    tr.add_argument("--windows", type=_windows, default="random",
+                    help="st2si: training windows per user and epoch: random (a fresh seeded (start, target) span per epoch, "
+                         "as the official code; default) | last (the newest window only) | all (every transition once) | "
+                         "N (the newest N); lancer: random (a random target position per user and epoch; default) | last")
     tr.add_argument("--seed", type=SEED, default=42)
     tr.add_argument("--early-stopping-patience", type=NON_NEGATIVE_INT, default=5,
-                    help="validations without improvement of NDCG@10 before training stops (default 5, the ST2SI paper's; 0 = off)")
+                    help="validations without improvement of NDCG@10 before training (lancer: a stage) stops "
+                         "(default 5, the ST2SI paper's; 0 = off)")
     tr.add_argument("--limit-users", type=POSITIVE_INT, default=None, help="smoke runs: first N users only")
     tr.add_argument("--skip-test", action="store_true", help="do not evaluate on test after training")
     tr.add_argument("--no-progress", action="store_true")
     st = tr.add_argument_group("st2si")
     st.add_argument("--tune-mode", default="ilp", choices=("ilp", "full"))
-    st.add_argument("--max-item-tokens", type=POSITIVE_INT, default=32, help="tokens per item text (paper: 32)")
-    st.add_argument("--windows", type=_windows, default="random",
-                    help="training windows per user and epoch: random (a fresh seeded (start, target) span per epoch, as the "
-                         "official code; default) | last (the newest window only) | all (every transition once) | N (the newest N)")
     st.add_argument("--single-query", action="store_true", help="ablation: one query token at the end (w/o multi-query)")
     st.add_argument("--no-alignment", action="store_true", help="ablation: no ID-alignment instructions")
     st.add_argument("--no-cache", action="store_true", help="ILP mode: recompute backbone states every step")
@@ -308,10 +420,37 @@ def build_parser() -> argparse.ArgumentParser:
                     help="numbers in item_<n>: a seeded permutation, or the dataset's ids (may leak)")
     gr.add_argument("--unknown-user-prob", type=PROBABILITY, default=0.1,
                     help="share of training rows shown as the unknown user, so histories without a user work (0 = the paper)")
-    gr.add_argument("--beam-size", type=POSITIVE_INT, default=20)
+    gr.add_argument("--beam-size", type=POSITIVE_INT, default=None,
+                    help="genrec, lancer: beams for validation, test and the saved checkpoint; the list length of "
+                         "the test evaluation (default: genrec 20, lancer 10, the papers')")
     gr.add_argument("--id-embedding-scale", type=POSITIVE_FLOAT, default=1.0,
                     help="factor on the added user/item ID embedding (1.0 = eq. 2 as written; the public code uses 1/sqrt(d_model))")
     gr.add_argument("--eval-every", type=POSITIVE_FLOAT, default=1.0, help="finetuning epochs between validations (default 1)")
+    la = tr.add_argument_group("lancer", "knowledge stage (knowledge prompt on the catalog's detail texts, LM frozen), "
+                                          "stage 1 (both prompts, LM frozen), optional stage 2 (prompts + LM), each "
+                                          "selected on validation NDCG@10; stage 2 is kept only if it beats stage 1")
+    la.add_argument("--knowledge-epochs", type=NON_NEGATIVE_FLOAT, default=None, help="knowledge-stage epochs (default 3; 0 skips it)")
+    la.add_argument("--stage1-epochs", type=POSITIVE_FLOAT, default=None, help="stage 1 epoch ceiling (default 5, the public code's)")
+    la.add_argument("--stage2", default=None, choices=("none", "full", "lora"),
+                    help="stage 2: none (default) | full (the paper: the whole LM) | lora")
+    la.add_argument("--stage2-epochs", type=POSITIVE_FLOAT, default=None, help="stage 2 epoch ceiling (default 20, the paper's)")
+    la.add_argument("--stage2-learning-rate", type=POSITIVE_FLOAT, default=None, help="default: --learning-rate (2e-4)")
+    la.add_argument("--lora-r", type=POSITIVE_INT, default=None, help="--stage2 lora: rank (default 8)")
+    la.add_argument("--lora-alpha", type=POSITIVE_INT, default=None, help="--stage2 lora: alpha (default 16)")
+    la.add_argument("--variant", default=None, choices=("full", "title", "id", "bare"),
+                    help="Table 3: full (default; detail texts title, year, genres) | title | id (item_<n> texts) | "
+                         "bare (no prompts, no instruction: needs --stage2 full or lora)")
+    la.add_argument("--decode", default=None, choices=DECODE_MODES,
+                    help="generated text -> item: cosine (default; the paper's eq. 12) | trie (beams kept on the catalog); "
+                         "used for validation and test and saved as the checkpoint's default")
+    la.add_argument("--eval-users", type=POSITIVE_INT, default=None,
+                    help="validation users per evaluation, a fixed seeded subset (default: all; beam search is slow on CPU)")
+    la.add_argument("--num-knowledge-tokens", type=POSITIVE_INT, default=None, help="knowledge prompt length (default 20)")
+    la.add_argument("--prompt-hidden-size", type=POSITIVE_INT, default=None, help="prompt MLPs' hidden width (default 512)")
+    la.add_argument("--lm-layers", type=POSITIVE_INT, default=None,
+                    help="keep only the LM's first N blocks (a CPU budget setting; default: all)")
+    la.add_argument("--loss-on", default=None, choices=("items", "target"),
+                    help="items (default; every item's tokens, eq. 2) | target (the predicted item's only)")
     tr.set_defaults(func=cmd_train)
 
     rec = sub.add_parser("recommend", help="top-k items for a user of the checkpoint's dataset (unseen items by default)")
@@ -319,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--user", default=None, help="original user id")
     rec.add_argument("--items", default=None, help="or a history: comma-separated original item ids, oldest first")
     rec.add_argument("--top-k", type=POSITIVE_INT, default=10)
+    _add_generation_args(rec)
     seen = rec.add_mutually_exclusive_group()
     seen.add_argument("--include-history", action="store_true", help="also recommend items the user has already seen")
     seen.add_argument("--exclude-history", dest="include_history", action="store_false",
@@ -333,10 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=("valid", "test"))
     ev.add_argument("--batch-size", type=POSITIVE_INT, default=64)
     ev.add_argument("--max-history", type=POSITIVE_INT, default=None)
+    ev.add_argument("--limit-users", type=POSITIVE_INT, default=None, help="smoke runs: the split's first N users only (reported)")
     ev.add_argument("--exclude-history", action="store_true", help="never recommend already seen items")
-    ev.add_argument("--top-k", type=POSITIVE_INT, default=None, help="ranked-list length for generative models (default 20)")
-    ev.add_argument("--num-beams", type=POSITIVE_INT, default=None, help="generative models: beams (>= top-k)")
-    ev.add_argument("--unconstrained", action="store_true", help="generative models: decode without the catalog trie")
+    ev.add_argument("--top-k", type=POSITIVE_INT, default=None,
+                    help="ranked-list length for generative models (default 20; LANCER: its beam count, 10 in the paper)")
+    _add_generation_args(ev)
+    ev.add_argument("--unconstrained", action="store_true", help="GenRec: decode without the catalog trie")
     ev.add_argument("--no-progress", action="store_true")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_evaluate)

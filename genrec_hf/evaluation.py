@@ -19,6 +19,8 @@ from tqdm.auto import tqdm
 from .metrics import DEFAULT_KS, format_metrics, metrics_from_ranks, ranked_list_ranks, target_ranks
 
 REPORT_KS = (1, 5, 10, 20)
+# recommend kwargs of generative models that change the ranked lists (recorded with the result)
+GENERATION_SETTINGS = ("decode", "strategy", "num_beams", "constrained")
 
 
 def mask_history(scores: torch.Tensor, histories: Sequence[Sequence[int]], value: float = float("-inf")) -> torch.Tensor:
@@ -45,6 +47,8 @@ class EvaluationResult:
             f"top-{self.settings['top_k']} lists from generation" if "top_k" in self.settings
             else "full ranking, pessimistic ties"
         )
+        if self.settings.get("generation"):  # e.g. LANCER's decode and strategy
+            ranking += " (" + ", ".join(f"{k}={v}" for k, v in self.settings["generation"].items()) + ")"
         lines = [
             f"split={self.split} users={self.num_users} {ranking}, "
             f"history items {'excluded' if self.exclude_history else 'not excluded'}"
@@ -116,11 +120,15 @@ def evaluate_recommender(
                     valid += int(out.num_valid.sum())
                     generated += int(out.num_generated.sum())
     ranks = torch.cat(all_ranks)
+    generation = {} if scoring else {  # how the lists were generated, where the recommender says (SeqRecPipeline)
+        k: v for k, v in (getattr(recommender, "recommend_kwargs", None) or {}).items() if k in GENERATION_SETTINGS
+    }
     return EvaluationResult(
         metrics=metrics_from_ranks(ranks, ks),
         num_users=len(ranks),
         split=split_name,
         exclude_history=exclude_history,
         valid_ratio=(valid / generated) if generated else None,
-        settings={"max_history": max_history, **({"top_k": top_k} if not scoring else {}), **({"limit": limit} if limit else {})},
+        settings={"max_history": max_history, **({"top_k": top_k} if not scoring else {}), **({"limit": limit} if limit else {}),
+                  **({"generation": generation} if generation else {})},
     )

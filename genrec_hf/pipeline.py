@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
@@ -9,11 +10,28 @@ import torch
 from .processing import SeqRecProcessor
 
 
+# recommend options of one method that another method's recommend would pass on to generate()
+# (or reject with an unclear message): refused up front unless the model's recommend names them
+METHOD_OPTIONS = ("decode", "strategy", "constrained", "num_beams")
+
+
+def _check_recommend_kwargs(model, recommend_kwargs: dict) -> None:
+    params = inspect.signature(model.recommend).parameters
+    unknown = [k for k in recommend_kwargs if k in METHOD_OPTIONS and k not in params]
+    if unknown:
+        names = ", ".join(repr(k) for k in unknown)
+        raise ValueError(f"{type(model).__name__}.recommend has no {names} option (decode and strategy are LANCER's, "
+                         "constrained GenRec's)")
+
+
 class SeqRecPipeline:
     """Recommends from catalog-id histories with any genrec_hf model.
 
     Scoring models (ST2SI) rank the whole catalog (`score_items`, `full_ranking = True`);
     generative models rank by beam search (`rank_items`). Both offer `recommend`.
+    `recommend_kwargs` go to every `model.recommend` call, e.g. `decode="trie", strategy="greedy"`
+    for LANCER, `constrained=False` for GenRec; an option the model's `recommend` does not name
+    is refused here.
     """
 
     def __init__(self, model, processor: SeqRecProcessor, device: str | torch.device | None = None, **recommend_kwargs):
@@ -35,9 +53,10 @@ class SeqRecPipeline:
             stored = item_tokens[:, : table.shape[1]].cpu()
             if table.shape[1] > item_tokens.shape[1] or not torch.equal(stored, table) or bool((item_tokens[:, table.shape[1]:] >= 0).any()):
                 raise ValueError("item text mismatch: the model's item token table is not the processor's; load the processor saved with this model")
+        _check_recommend_kwargs(model, recommend_kwargs)
         self.model = model.eval()
         self.processor = processor
-        self.recommend_kwargs = recommend_kwargs  # e.g. constrained=False, num_beams=30 for generative models
+        self.recommend_kwargs = recommend_kwargs  # e.g. constrained=False, num_beams=30 (GenRec); decode="trie" (LANCER)
         if not hasattr(model, "item_scores") and hasattr(processor.format, "items_from_generated"):
             self.recommend_kwargs.setdefault("sequence_to_item", processor.format.items_from_generated)
         self.full_ranking = hasattr(model, "item_scores")

@@ -178,3 +178,141 @@ def test_train_genrec_selects_on_validation_ranking(tmp_path, capsys):
     assert main(["evaluate", str(out_dir), "--split", "valid", "--unconstrained", "--top-k", "5", "--no-progress", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert 0.0 <= result["valid_ratio"] <= 1.0 and result["num_users"] == 943
+    assert main(["upload", str(out_dir), "--repo-id", "me/genrec", "--dry-run"]) == 0  # its item table is the processor's
+    assert "nothing pushed" in capsys.readouterr().out
+
+
+LANCER_TINY = ["--backbone", "tiny", "--lm-layers", "1", "--limit-users", "12", "--max-steps", "2", "--eval-users", "4", "--beam-size", "3",
+               "--max-item-tokens", "8", "--num-knowledge-tokens", "5", "--prompt-hidden-size", "32", "--no-progress"]
+
+
+def test_train_evaluate_recommend_lancer_tiny(tmp_path, capsys):
+    out_dir = tmp_path / "lancer"
+    assert main(["train", "--method", "lancer", "--output-dir", str(out_dir), *LANCER_TINY]) == 0
+    text = capsys.readouterr().out
+    # the test evaluation lists as many items as validation did (the beams), decoded the same way
+    assert "split=test users=12 top-3 lists from generation (decode=cosine)" in text
+    config = json.loads((out_dir / "config.json").read_text())
+    assert config["model_type"] == "lancer" and config["decode"] == "cosine" and config["beam_size"] == 3
+    assert config["text_config"]["num_hidden_layers"] == 1  # --lm-layers
+    info = json.loads((out_dir / "training_info.json").read_text())
+    assert info["method"] == "lancer" and info["validation"]["users"] == 4 and info["test"]["users"] == 12
+    assert info["training"]["max_items"] == 10 and info["training"]["num_knowledge_tokens"] == 5  # lancer's default window
+    assert "stage1" in info["stages"] and "stage2" not in info["stages"]
+    for name in ("modeling_lancer.py", "cosine.py", "trie.py", "processing_lancer.py", "item_catalog.json", "README.md"):
+        assert (out_dir / name).is_file(), name
+    assert not (out_dir / "trainer_checkpoints").exists()
+
+    # evaluate: top-k defaults to the checkpoint's beams; --decode / --strategy reach LANCER's recommend
+    assert main(["evaluate", str(out_dir), "--decode", "trie", "--limit-users", "3", "--no-progress", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["num_users"] == 3 and result["settings"]["top_k"] == 3 and result["valid_ratio"] == 1.0
+    assert result["settings"]["generation"] == {"decode": "trie", "strategy": "beam_search"}
+
+    assert main(["recommend", str(out_dir), "--user", "7", "--top-k", "3", "--strategy", "greedy"]) == 0
+    text = capsys.readouterr().out
+    assert "LANCER: cosine decoding, greedy, 1 generated text(s); scores: cosine similarity" in text
+    titles = re.findall(r"^ *\d+\. +\S+  (.*)  \(-?[\d.]+\)$", text, flags=re.M)
+    assert len(titles) == 3 and all(titles)  # greedy + cosine ranks the catalog by similarity to one text
+
+    assert main(["evaluate", str(out_dir), "--unconstrained", "--no-progress"]) == 2
+    assert "--unconstrained is GenRec's" in capsys.readouterr().err
+
+
+def test_lancer_options_on_other_checkpoints_are_clear_errors(tmp_path, capsys, st2si_factory):
+    from genrec_hf.training.recipes import save_checkpoint
+
+    model, processor = st2si_factory()
+    folder = tmp_path / "st2si"
+    save_checkpoint(model, processor, str(folder), info={"method": "st2si", "dataset": {"source": "ml-100k"}})
+    capsys.readouterr()
+    for command, flags in ((["evaluate", str(folder), "--decode", "trie"], "--decode applies"),
+                           (["evaluate", str(folder), "--strategy", "greedy", "--decode", "cosine"], "--decode and --strategy apply"),
+                           (["recommend", str(folder), "--user", "7", "--decode", "cosine"], "--decode applies")):
+        assert main(command) == 2
+        assert capsys.readouterr().err.strip() == f"error: {flags} only to LANCER checkpoints; {folder} holds a st2si model"
+    assert main(["evaluate", str(folder), "--num-beams", "4"]) == 2
+    assert "--num-beams applies only to generative checkpoints" in capsys.readouterr().err
+    assert main(["evaluate", "--method", "popularity", "--decode", "trie", "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --decode applies only to generative checkpoints, not --method popularity"
+
+
+LANCER_TRAIN = ["train", "--method", "lancer", "--output-dir", "unused"]
+
+
+@pytest.mark.parametrize("argv,option,allowed", [
+    (LANCER_TRAIN + ["--knowledge-epochs", "-1"], "--knowledge-epochs", "a number >= 0"),
+    (LANCER_TRAIN + ["--stage1-epochs", "0"], "--stage1-epochs", "a number > 0"),
+    (LANCER_TRAIN + ["--stage2-epochs", "inf"], "--stage2-epochs", "a number > 0"),
+    (LANCER_TRAIN + ["--stage2-learning-rate", "0"], "--stage2-learning-rate", "a number > 0"),
+    (LANCER_TRAIN + ["--eval-users", "0"], "--eval-users", "an integer >= 1"),
+    (LANCER_TRAIN + ["--lora-r", "0"], "--lora-r", "an integer >= 1"),
+    (LANCER_TRAIN + ["--lora-alpha", "x"], "--lora-alpha", "an integer >= 1"),
+    (LANCER_TRAIN + ["--num-knowledge-tokens", "0"], "--num-knowledge-tokens", "an integer >= 1"),
+    (LANCER_TRAIN + ["--prompt-hidden-size", "-8"], "--prompt-hidden-size", "an integer >= 1"),
+    (LANCER_TRAIN + ["--lm-layers", "0"], "--lm-layers", "an integer >= 1"),
+    (["evaluate", "ckpt", "--limit-users", "0"], "--limit-users", "an integer >= 1"),
+    (["recommend", "ckpt", "--num-beams", "0"], "--num-beams", "an integer >= 1"),
+])
+def test_lancer_numeric_options_are_validated(argv, option, allowed, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: argument {option}: expected {allowed}, got {argv[-1]!r}")
+
+
+@pytest.mark.parametrize("argv,option", [
+    (LANCER_TRAIN + ["--stage2", "half"], "--stage2"),
+    (LANCER_TRAIN + ["--variant", "titles"], "--variant"),
+    (LANCER_TRAIN + ["--decode", "beam"], "--decode"),
+    (LANCER_TRAIN + ["--loss-on", "all"], "--loss-on"),
+    (["evaluate", "ckpt", "--decode", "greedy"], "--decode"),
+    (["evaluate", "ckpt", "--strategy", "top_k"], "--strategy"),
+    (["recommend", "ckpt", "--strategy", "beam"], "--strategy"),
+    (["train", "--output-dir", "unused", "--method", "recsysglm"], "--method"),
+])
+def test_lancer_choices_are_validated(argv, option, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert f"argument {option}: invalid choice: {argv[-1]!r}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--epochs", "3"], "--epochs is not used by lancer, which trains in stages: give --knowledge-epochs, "
+                        "--stage1-epochs and/or --stage2-epochs"),
+    (["--windows", "all"], "--windows all is ST2SI's; lancer trains on: random | last"),
+    (["--variant", "bare"], "--variant bare has no prompts to tune: give --stage2 full or --stage2 lora (the LM alone)"),
+    (["--lora-r", "4"], "--lora-r only applies with --stage2 lora"),
+    (["--stage2", "full", "--lora-alpha", "4"], "--lora-alpha only applies with --stage2 lora"),
+    (["--stage2-epochs", "2"], "--stage2-epochs needs --stage2 full or --stage2 lora"),
+])
+def test_lancer_flag_combinations_are_refused_before_loading(extra, message, capsys, tmp_path):
+    assert main(["train", "--method", "lancer", "--output-dir", str(tmp_path / "x"), *extra]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+    assert not (tmp_path / "x").exists()
+
+
+def test_lancer_flags_reach_the_recipe_and_stay_off_other_methods(capsys, tmp_path):
+    from genrec_hf.cli import _training_config, build_parser
+
+    args = build_parser().parse_args(LANCER_TRAIN + [
+        "--knowledge-epochs", "0", "--stage1-epochs", "2.5", "--stage2", "lora", "--stage2-epochs", "4", "--lora-r", "4",
+        "--lora-alpha", "8", "--variant", "title", "--decode", "trie", "--eval-users", "50", "--beam-size", "20",
+        "--learning-rate", "1e-3", "--windows", "last", "--max-item-tokens", "16", "--lm-layers", "3"])
+    args.backbone = "tiny"
+    cfg = _training_config(args)
+    assert (cfg.knowledge_epochs, cfg.stage1_epochs, cfg.stage2, cfg.stage2_epochs, cfg.lora_r, cfg.lora_alpha) == (
+        0.0, 2.5, "lora", 4.0, 4, 8)
+    assert (cfg.variant, cfg.decode, cfg.eval_users, cfg.beam_size, cfg.learning_rate, cfg.windows, cfg.max_item_tokens) == (
+        "title", "trie", 50, 20, 1e-3, "last", 16)
+    assert cfg.lm_layers == 3
+    defaults = build_parser().parse_args(LANCER_TRAIN)
+    defaults.backbone = "tiny"
+    cfg = _training_config(defaults)
+    assert (cfg.max_items, cfg.beam_size, cfg.learning_rate, cfg.decode, cfg.stage2) == (10, 10, 2e-4, "cosine", "none")
+    genrec = build_parser().parse_args(["train", "--method", "genrec", "--output-dir", "unused"])
+    genrec.backbone = "tiny"
+    assert _training_config(genrec).beam_size == 20
+    assert main(["train", "--method", "genrec", "--output-dir", str(tmp_path / "g"), "--decode", "trie", "--eval-users", "3"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --decode, --eval-users apply only to --method lancer"
