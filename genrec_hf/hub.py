@@ -89,9 +89,10 @@ def check_checkpoint(directory: str) -> dict:
     """Raise a clear error unless `directory` is a complete genrec_hf checkpoint; return its config.
 
     Complete: config.json of a genrec_hf model, safetensors weights, a processor (tokenizer, item
-    catalog, settings) that loads and matches the model's catalog, and every remote-code file the
-    auto_map of config.json (the model) and of processor_config.json (AutoProcessor) names, with
-    what those import.
+    catalog, settings) that loads and matches the model's catalog (and, for generative models, the
+    item-text tables saved with the weights), and every remote-code file the auto_map of
+    config.json (the model) and of processor_config.json (AutoProcessor) names, with what those
+    import (LANCER: cosine.py and trie.py next to modeling_lancer.py).
     """
     from .models import METHOD_MODELS
 
@@ -135,8 +136,36 @@ def check_checkpoint(directory: str) -> dict:
         )
     from .processing import SeqRecProcessor
 
-    SeqRecProcessor.from_pretrained(directory)  # loads tokenizer + catalog, checks them against config.json
+    processor = SeqRecProcessor.from_pretrained(directory)  # loads tokenizer + catalog, checks them against config.json
+    _check_item_tables(directory, processor)
     return config
+
+
+# item-text tables generative models save with their weights (GenRec's trie; LANCER's trie, cosine
+# mapping and item vectors) -> the processor method that builds them
+ITEM_TABLES = {"item_token_ids": "item_token_table", "item_detail_ids": "item_detail_table"}
+
+
+def _check_item_tables(directory: str, processor) -> None:
+    """The item tables in the weights must be the processor's (same texts, same tokenizer) and set:
+    a model saved before `set_catalog` / `set_item_tokens` cannot recommend."""
+    import torch
+    from safetensors import safe_open
+
+    for file in _weight_files(directory):
+        with safe_open(os.path.join(directory, file), framework="pt") as f:
+            for name in [n for n in ITEM_TABLES if n in set(f.keys())]:  # in a fixed order
+                if not hasattr(processor, ITEM_TABLES[name]):
+                    continue
+                stored, table = f.get_tensor(name), getattr(processor, ITEM_TABLES[name])()
+                width = table.shape[1]
+                if bool((stored[:, 0] < 0).all()):
+                    raise ValueError(f"{directory}: the model's {name} table is empty: set the catalog "
+                                     "(model.set_catalog / set_item_tokens with the processor's tables) before saving")
+                if (width > stored.shape[1] or stored.shape[0] != table.shape[0] or not torch.equal(stored[:, :width], table)
+                        or bool((stored[:, width:] >= 0).any())):
+                    raise ValueError(f"{directory}: the model's {name} table is not the processor's "
+                                     f"{ITEM_TABLES[name]}(): item texts or tokenizer differ; save the processor the model was built with")
 
 
 def plan_upload(directory: str, repo_id: str) -> UploadPlan:

@@ -52,3 +52,24 @@ def test_card_names_the_offline_backbone(tmp_path):
     assert data["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     text, data = card_for(tmp_path / "b", test=METRICS, training={"backbone": "tiny"})
     assert "(`tiny`)" not in text and "A decoder-only LM, `tiny`," in text and "base_model" not in data
+
+
+def test_card_for_a_lancer_checkpoint(tmp_path, catalog):
+    from test_hub import build_lancer  # a tiny LANCER model + processor, nothing trained
+
+    from genrec_hf.training.recipes import save_checkpoint
+
+    model, processor = build_lancer(catalog)
+    folder = tmp_path / "lancer"
+    info = {"method": "lancer", "dataset": {"source": "ml-100k"}, "validation": METRICS, "test": METRICS,
+            "metric_for_best_model": "ndcg@10", "training": {"backbone": "smollm2-135m", "early_stopping_patience": 5}}
+    save_checkpoint(model, processor, str(folder), info=info)
+    card = render_model_card(str(folder), "me/lancer-ml100k")
+    text, data = card.text, card.data.to_dict()
+    assert "LANCER sequential recommender" in text and 'AutoModel.from_pretrained("me/lancer-ml100k")' in text
+    assert "keeping beam search on a trie of the catalog's item texts" in text  # the saved decode="trie"
+    assert "knowledge prompt** (5 tokens" in text and "4 beams" in text
+    assert "selected on validation NDCG@10 (early stopping patience: 5 validations)." in text
+    assert "Generative ranking: beams mapped to catalog items" in text
+    assert "lancer" in data["tags"] and data["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert metric_names(data)["mrr"] == "MRR@20"

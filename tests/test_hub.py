@@ -174,3 +174,65 @@ def test_sharded_checkpoints_need_every_shard(checkpoint, st2si_factory):
     shards[1].unlink()
     with pytest.raises(FileNotFoundError, match=f"names shard\\(s\\) that are not there: {shards[1].name}"):
         check_checkpoint(str(checkpoint))
+
+
+def build_lancer(catalog, variant: str = "full", set_catalog: bool = True):
+    """A tiny LANCER model + processor (random 2-layer Llama, width 64); nothing trained."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from genrec_hf import LancerForSeqRec, SeqRecProcessor
+    from genrec_hf.backbones import tiny_config, train_tokenizer
+    from genrec_hf.processing import LANCER_DEFAULTS
+
+    torch.manual_seed(0)
+    tokenizer = train_tokenizer(catalog.texts() + [LANCER_DEFAULTS["instruction"], " ->"], vocab_size=400)
+    processor = SeqRecProcessor(tokenizer, catalog, method="lancer", variant=variant, max_items=4)
+    lm = AutoModelForCausalLM.from_config(tiny_config(
+        "llama", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id))
+    model = LancerForSeqRec.from_lm(lm, len(catalog), processor.separator_ids, history_slots=4, num_knowledge_tokens=5,
+                                    prompt_hidden_size=32, decode="trie", beam_size=4)
+    if set_catalog:
+        model.set_catalog(processor.item_token_table(), processor.item_detail_table())
+    return model, processor
+
+
+@pytest.fixture
+def lancer_checkpoint(catalog, tmp_path):
+    model, processor = build_lancer(catalog)
+    folder = tmp_path / "lancer"
+    save_checkpoint(model, processor, str(folder), info={"method": "lancer", "dataset": {"source": "toy"},
+                                                         "test": {"hr@5": 0.25, "ndcg@10": 0.125}})
+    return folder
+
+
+def test_a_lancer_checkpoint_passes_the_checks_and_dry_run(lancer_checkpoint, capsys):
+    assert check_checkpoint(str(lancer_checkpoint))["model_type"] == "lancer"
+    assert cli(["upload", str(lancer_checkpoint), "--repo-id", "org/lancer-toy", "--dry-run"]) == 0
+    listed = {line.strip() for line in capsys.readouterr().out.splitlines()}
+    remote_code = {"configuration_lancer.py", "modeling_lancer.py", "cosine.py", "trie.py", "saving.py",  # the model's
+                   "processing_lancer.py", "processing_base.py", "catalog.py"}  # the processor's
+    assert remote_code | {"model.safetensors", "config.json", "processor_config.json", "item_catalog.json", "README.md"} <= listed
+    card = (lancer_checkpoint / "README.md").read_text()
+    assert "org/lancer-toy" in card and "LANCER sequential recommender" in card and "0.125" in card
+
+
+@pytest.mark.parametrize("missing", ["cosine.py", "trie.py", "configuration_lancer.py", "processing_base.py"])
+def test_a_lancer_checkpoint_without_its_same_folder_code_is_refused(lancer_checkpoint, missing):
+    (lancer_checkpoint / missing).unlink()
+    with pytest.raises(FileNotFoundError, match=f"remote-code file\\(s\\) {missing}"):
+        check_checkpoint(str(lancer_checkpoint))
+
+
+def test_a_lancer_checkpoint_must_carry_the_processors_item_tables(catalog, tmp_path, capsys):
+    model, processor = build_lancer(catalog, set_catalog=False)  # set_catalog never called: it cannot recommend
+    save_checkpoint(model, processor, str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="item_token_ids table is empty: set the catalog"):
+        check_checkpoint(str(tmp_path / "empty"))
+    # weights of the full variant beside the processor of the id variant (other item texts)
+    model, _ = build_lancer(catalog)
+    _, other = build_lancer(catalog, variant="id")
+    save_checkpoint(model, other, str(tmp_path / "mixed"))
+    assert cli(["upload", str(tmp_path / "mixed"), "--repo-id", "org/x", "--dry-run"]) == 2
+    assert "item_token_ids table is not the processor's item_token_table()" in capsys.readouterr().err
