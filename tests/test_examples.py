@@ -70,6 +70,33 @@ def test_train_genrec_example_pretrains_then_selects_on_validation(tmp_path, mon
     assert info["method"] == "genrec" and info["test"]["users"] == 10
 
 
+def test_train_lancer_example_runs_every_stage_and_selects_on_validation(tmp_path, monkeypatch, capsys):
+    out_dir = tmp_path / "lancer"
+    run_example("train_lancer.py", [
+        "--backbone", "tiny", "--limit_users", "10", "--eval_users", "3", "--knowledge_epochs", "1", "--max_steps", "2",
+        "--max_item_tokens", "8", "--num_knowledge_tokens", "5", "--prompt_hidden_size", "32", "--beam_size", "3",
+        "--stage2", "lora", "--stage2_epochs", "1", "--decode", "trie",
+        "--output_dir", str(out_dir), "--num_train_epochs", "2", "--use_cpu", "--disable_tqdm", "true",
+    ], monkeypatch)
+    assert "split=test users=10 top-3 lists from generation (decode=trie)" in capsys.readouterr().out
+    info = best_selection(out_dir)
+    evals = [e for e in info["validation_history"] if "ndcg@10" in e]
+    assert {e["epoch"] for e in evals} >= {1.0, 2.0} and info["metric_for_best_model"] == "ndcg@10"
+    assert info["best_metric"] == max(e["ndcg@10"] for e in evals)
+    assert info["method"] == "lancer" and info["test"]["users"] == 10 and info["validation"]["users"] == 3
+    # stage 2 (LoRA) replaces stage 1 only when it is better on validation
+    stages = info["stages"]
+    assert stages["stage2"]["mode"] == "lora"
+    assert stages["kept"] == ("stage2" if stages["stage2"]["best_metric"] > stages["stage1"]["best_metric"] else "stage1")
+    config = json.loads((out_dir / "config.json").read_text())
+    assert config["decode"] == "trie" and config["beam_size"] == 3 and bool(config["lora"]) == (stages["kept"] == "stage2")
+    assert not list(out_dir.glob("trainer_checkpoints*"))
+    # the saved item vectors are those of the saved weights: loading does not recompute them
+    from transformers import AutoModel
+
+    assert not AutoModel.from_pretrained(out_dir).item_vectors_stale()
+
+
 @pytest.mark.parametrize("argv,expected", [
     ([], {"eval_strategy": "epoch", "save_strategy": "epoch", "load_best_model_at_end": True,
           "metric_for_best_model": "ndcg@10", "greater_is_better": True}),
