@@ -371,6 +371,22 @@ def test_item_vectors_ignore_lora_and_follow_the_weights_they_come_from(processo
     assert not model.item_vectors_stale()
 
 
+def test_staleness_is_seen_after_a_fused_optimizer_step_and_before_saving(processor, tmp_path):
+    # fused AdamW (the Trainer's default) writes in place without bumping version counters
+    model = build(processor, "llama")
+    model.refresh_item_vectors()
+    optimizer = torch.optim.AdamW(model.knowledge_prompt.parameters(), lr=0.1, fused=True)
+    for p in model.knowledge_prompt.parameters():
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    assert model.item_vectors_stale()
+    model.save_pretrained(tmp_path)  # saving refreshes: the saved vectors are those of the saved weights
+    assert not model.item_vectors_stale()
+    reloaded = LancerForSeqRec.from_pretrained(tmp_path)
+    assert not reloaded.item_vectors_stale()
+    assert torch.equal(reloaded.item_vectors, model.item_vectors)
+
+
 # -- 4. the reasoning prompt (eq. 6-9) --------------------------------------------------------------
 
 def test_reasoning_prompt_depends_on_the_history_and_only_on_real_slots(processor):

@@ -67,10 +67,11 @@ class LancerItemVectorsCallback(TrainerCallback):
     """Recomputes the item vectors h_i (eq. 5) at the start of training and of every epoch: they
     come from the knowledge prompt (and, in full stage 2, the LM), which training changes.
     Within an epoch the reasoning prompt reads the vectors of the epoch's start; `recommend`
-    (validation) recomputes them whenever the weights changed."""
+    (validation) recomputes them whenever the weights changed, so the vectors saved with a
+    checkpoint are those of its weights."""
 
     def _refresh(self, model) -> None:
-        if model is not None and getattr(model, "reasoning_prompt", None) is not None:
+        if model is not None and getattr(model, "reasoning_prompt", None) is not None and model.item_vectors_stale():
             model.refresh_item_vectors()
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):

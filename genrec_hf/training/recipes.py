@@ -354,7 +354,7 @@ def train_lancer(data, output_dir: str, cfg: LancerTrainingConfig | None = None,
     work_dir = os.path.join(output_dir, "trainer_checkpoints")
     common = dict(batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, seed=cfg.seed, progress=cfg.progress,
                   remove_unused_columns=False, lr_scheduler_type="constant")
-    if prompts and (cfg.knowledge_epochs > 0 or cfg.max_steps > 0):
+    if prompts and cfg.knowledge_epochs > 0:
         model.set_stage("knowledge")
         args = _training_arguments(work_dir + "-knowledge", learning_rate=cfg.learning_rate, epochs=cfg.knowledge_epochs,
                                    max_steps=cfg.max_steps, select_on_validation=False, **common)

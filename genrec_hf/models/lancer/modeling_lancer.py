@@ -169,6 +169,10 @@ class LancerPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
 
     def save_pretrained(self, save_directory, *args, **kwargs):
+        # the item vectors saved with the weights must be those of the weights
+        if getattr(self, "reasoning_prompt", None) is not None and bool((self.item_token_ids[:, 0] >= 0).all()):
+            if self.item_vectors_stale():
+                self.refresh_item_vectors()
         # remote code: list AutoModel next to the AutoModelForCausalLM entry register_for_auto_class writes
         auto_map = dict(getattr(self.config, "auto_map", None) or {})
         auto_map.setdefault("AutoModel", f"modeling_lancer.{type(self).__name__}")
@@ -216,7 +220,6 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
         self.register_buffer("item_vectors_fingerprint", torch.full((4,), float("nan"), dtype=torch.float64), persistent=True)
         self._trie: TokenTrie | None = None
         self._mapper: tuple | None = None
-        self._checked_versions: int | None = None
         self.post_init()
         if config.lora:
             self._inject_lora(config.lora)  # after post_init: its init must not touch LoRA's (B = 0)
@@ -337,7 +340,7 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
             full[:, : table.shape[1]] = table
             buffer.copy_(full)
         self.item_vectors_fingerprint.fill_(float("nan"))
-        self._trie, self._mapper, self._checked_versions = None, None, None
+        self._trie, self._mapper = None, None
 
     def _check_catalog(self) -> None:
         if bool((self.item_token_ids[:, 0] < 0).any()):
@@ -367,7 +370,9 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
         """Cosine item mapping (eq. 12) over max-pooled input embeddings of every item's text;
         rebuilt when the input embeddings change (stage 2 tunes them)."""
         weight = self.get_input_embeddings().weight
-        key = (weight.data_ptr(), weight._version, weight.device)
+        # content, not the version counter: fused optimizers write in place without bumping it
+        key = (weight.data_ptr(), weight.device, float(weight.sum(dtype=torch.float64)),
+               float(torch.linalg.vector_norm(weight, dtype=torch.float64)))
         if self._mapper is None or self._mapper[0] != key:
             self._check_catalog()
             stops = [list(self.config.separator_token_ids)] if self.config.separator_token_ids else []
@@ -382,7 +387,7 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
         return super()._apply(fn, *args, **kwargs)
 
     def load_state_dict(self, *args, **kwargs):
-        self._trie, self._mapper, self._checked_versions = None, None, None
+        self._trie, self._mapper = None, None
         return super().load_state_dict(*args, **kwargs)
 
     # -- item vectors (eq. 5) -----------------------------------------------------------------------
@@ -402,15 +407,13 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
         return torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in out]).to(self.item_vectors_fingerprint.device)
 
     def item_vectors_stale(self) -> bool:
-        """Whether the cached h_i came from other weights than the current ones. The content
-        fingerprint is only recomputed when a source parameter was written to since the last check."""
-        versions = sum(p._version for group in self._vector_sources() for p in group)
-        if self._checked_versions == versions and not bool(self.item_vectors_fingerprint.isnan().any()):
-            return False
-        fresh = torch.allclose(self._fingerprint(), self.item_vectors_fingerprint, rtol=1e-7, atol=0.0)
-        if fresh:
-            self._checked_versions = versions
-        return not fresh
+        """Whether the cached h_i came from other weights than the current ones: a content
+        fingerprint (float64 sums) of the knowledge prompt and the LM, recomputed at every check.
+        Version counters would be cheaper but miss in-place writes that do not bump them (fused
+        AdamW, writes through `.data`); one pass over the weights costs far less than a generation."""
+        if bool(self.item_vectors_fingerprint.isnan().any()):
+            return True
+        return not torch.allclose(self._fingerprint(), self.item_vectors_fingerprint, rtol=1e-7, atol=0.0)
 
     @torch.no_grad()
     def refresh_item_vectors(self, batch_size: int = 64) -> torch.Tensor:
@@ -431,7 +434,6 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
                 vectors[chunk] = self._last_token_states(ids.clamp(min=0), ids >= 0).to(vectors.dtype)
         self.item_vectors.copy_(vectors)
         self.item_vectors_fingerprint.copy_(self._fingerprint())
-        self._checked_versions = sum(p._version for group in self._vector_sources() for p in group)
         self.train(was_training)
         return self.item_vectors
 
