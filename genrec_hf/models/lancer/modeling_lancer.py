@@ -369,7 +369,7 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
     def item_mapper(self) -> CosineItemMapper:
         """Cosine item mapping (eq. 12) over max-pooled input embeddings of every item's text;
         rebuilt when the input embeddings change (stage 2 tunes them)."""
-        weight = self.get_input_embeddings().weight
+        weight = self.get_input_embeddings().weight.detach()
         # content, not the version counter: fused optimizers write in place without bumping it
         key = (weight.data_ptr(), weight.device, float(weight.sum(dtype=torch.float64)),
                float(torch.linalg.vector_norm(weight, dtype=torch.float64)))
@@ -378,7 +378,7 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
             stops = [list(self.config.separator_token_ids)] if self.config.separator_token_ids else []
             eos = self.config.text_config.eos_token_id
             stops += [[e] for e in (eos if isinstance(eos, list) else [eos]) if e is not None]
-            mapper = CosineItemMapper(self.item_token_ids, weight.detach(), stops, pad_token_id=self.generation_config.pad_token_id)
+            mapper = CosineItemMapper(self.item_token_ids, weight, stops, pad_token_id=self.generation_config.pad_token_id)
             self._mapper = (key, mapper)
         return self._mapper[1]
 
