@@ -25,6 +25,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--backbone", default="smollm2-135m")
+    parser.add_argument("--init-from", default=None, help="continue a LANCER checkpoint folder (more epochs / stage 2)")
     parser.add_argument("--lm-layers", type=int, default=None, help="keep the LM's first N blocks (CPU budget)")
     parser.add_argument("--variant", default="full", choices=("full", "title", "id", "bare"))
     parser.add_argument("--knowledge-epochs", type=float, default=1.0)
@@ -57,7 +58,7 @@ def main(argv=None) -> None:
     report.update({"dataset": data.stats(), "torch_threads": torch.get_num_threads()})
     if not args.skip_train:
         cfg = LancerTrainingConfig(
-            backbone=args.backbone, lm_layers=args.lm_layers, variant=args.variant, knowledge_epochs=args.knowledge_epochs,
+            backbone=args.backbone, init_from=args.init_from, lm_layers=args.lm_layers, variant=args.variant, knowledge_epochs=args.knowledge_epochs,
             stage1_epochs=args.stage1_epochs, stage2=args.stage2, stage2_epochs=args.stage2_epochs,
             learning_rate=args.learning_rate, batch_size=args.batch_size, eval_users=args.eval_users,
             decode=args.decode, seed=args.seed,

@@ -281,6 +281,7 @@ class LancerTrainingConfig:
     constant LR (early stopping ends a stage; the paper decays linearly) and the random windows."""
 
     backbone: str = "tiny"  # tiny | smollm2-135m | folder / Hub id (gpt2 in the paper)
+    init_from: str | None = None  # a LANCER checkpoint folder to continue (skips the knowledge stage; model settings are its own)
     lm_layers: int | None = None  # keep the LM's first N blocks only (a CPU budget setting; None = all)
     variant: str = "full"  # full | title | id | bare (Table 3)
     max_items: int = 10  # history window N (= reasoning-prompt slots)
@@ -336,25 +337,33 @@ def train_lancer(data, output_dir: str, cfg: LancerTrainingConfig | None = None,
         raise ValueError("the bare variant has no prompts to tune: give stage2='full' or 'lora' (the LM alone)")
     _check_output_dir(output_dir, overwrite)
     set_seed(cfg.seed)
-    lm, tokenizer = load_causal_lm(cfg.backbone, texts=_lancer_backbone_texts(data.catalog, cfg), num_layers=cfg.lm_layers)
-    settings = {"instruction": cfg.instruction} if cfg.instruction is not None else {}
-    processor = SeqRecProcessor(
-        tokenizer, data.catalog, method="lancer", variant=cfg.variant, max_items=cfg.max_items,
-        max_item_tokens=cfg.max_item_tokens, separator=cfg.separator, loss_on=cfg.loss_on, seed=cfg.seed, **settings,
-    )
-    model = LancerForSeqRec.from_lm(
-        lm, len(data.catalog), processor.separator_ids, vocab_size=len(tokenizer), history_slots=cfg.max_items,
-        num_knowledge_tokens=cfg.num_knowledge_tokens, prompt_hidden_size=cfg.prompt_hidden_size,
-        use_knowledge_prompt=prompts, use_reasoning_prompt=prompts, max_item_tokens=cfg.max_item_tokens,
-        beam_size=cfg.beam_size, decode=cfg.decode,
-    )
-    model.set_catalog(processor.item_token_table(), processor.item_detail_table())
+    if cfg.init_from is not None:
+        # continue a saved run (more stage-1 epochs, or stage 2 on a stage-1 checkpoint)
+        processor = SeqRecProcessor.from_pretrained(cfg.init_from)
+        if processor.catalog.original_ids != data.catalog.original_ids:
+            raise ValueError(f"catalog mismatch: {cfg.init_from} was trained on another catalog than this dataset's")
+        model = LancerForSeqRec.from_pretrained(cfg.init_from)
+        prompts = model.config.use_knowledge_prompt
+    else:
+        lm, tokenizer = load_causal_lm(cfg.backbone, texts=_lancer_backbone_texts(data.catalog, cfg), num_layers=cfg.lm_layers)
+        settings = {"instruction": cfg.instruction} if cfg.instruction is not None else {}
+        processor = SeqRecProcessor(
+            tokenizer, data.catalog, method="lancer", variant=cfg.variant, max_items=cfg.max_items,
+            max_item_tokens=cfg.max_item_tokens, separator=cfg.separator, loss_on=cfg.loss_on, seed=cfg.seed, **settings,
+        )
+        model = LancerForSeqRec.from_lm(
+            lm, len(data.catalog), processor.separator_ids, vocab_size=len(tokenizer), history_slots=cfg.max_items,
+            num_knowledge_tokens=cfg.num_knowledge_tokens, prompt_hidden_size=cfg.prompt_hidden_size,
+            use_knowledge_prompt=prompts, use_reasoning_prompt=prompts, max_item_tokens=cfg.max_item_tokens,
+            beam_size=cfg.beam_size, decode=cfg.decode,
+        )
+        model.set_catalog(processor.item_token_table(), processor.item_detail_table())
     if torch.cuda.is_available():
         model.cuda()
     work_dir = os.path.join(output_dir, "trainer_checkpoints")
     common = dict(batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, seed=cfg.seed, progress=cfg.progress,
                   remove_unused_columns=False, lr_scheduler_type="constant")
-    if prompts and cfg.knowledge_epochs > 0:
+    if prompts and cfg.knowledge_epochs > 0 and cfg.init_from is None:
         model.set_stage("knowledge")
         args = _training_arguments(work_dir + "-knowledge", learning_rate=cfg.learning_rate, epochs=cfg.knowledge_epochs,
                                    max_steps=cfg.max_steps, select_on_validation=False, **common)
@@ -458,7 +467,8 @@ def _train_and_save(trainer: Trainer, processor, output_dir: str, method: str, d
         "method": method,
         "dataset": dataset_spec or {"source": data.name},
         "dataset_stats": data.stats(),
-        "training": {**asdict(cfg), "backbone": public_name(cfg.backbone)},  # never a local path (uploaded)
+        "training": {**asdict(cfg), "backbone": public_name(cfg.backbone),  # never a local path (uploaded)
+                     **({"init_from": public_name(cfg.init_from)} if getattr(cfg, "init_from", None) else {})},
         **selection_record(trainer),
         "validation": {
             **ranking_summary(valid_metrics),
