@@ -40,6 +40,7 @@ def main(argv=None) -> None:
     parser.add_argument("--test-users", type=int, default=None, help="evaluate the first N test users only")
     parser.add_argument("--decodes", default="cosine,trie")
     parser.add_argument("--strategies", default="beam_search")
+    parser.add_argument("--time-item-vectors", action="store_true", help="time one catalog pass of the item-vector cache")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
@@ -70,6 +71,12 @@ def main(argv=None) -> None:
         report["stages"] = read_training_info(args.output_dir).get("stages")
         report["validation"] = read_training_info(args.output_dir).get("validation")
     report.setdefault("results", {})
+    if args.time_item_vectors:
+        pipeline = SeqRecPipeline.from_pretrained(args.output_dir)
+        start = time.time()
+        pipeline.model.refresh_item_vectors()
+        report["item_vectors_seconds"] = round(time.time() - start, 1)
+        print(f"item vectors of {len(data.catalog)} items: {report['item_vectors_seconds']} s")
     from genrec_hf.baselines import PopularityRecommender
 
     popularity = PopularityRecommender.fit(data.splits["train"]["items"], len(data.catalog))
