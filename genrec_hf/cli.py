@@ -43,7 +43,7 @@ LANCER_FLAGS = {
     "--stage2-epochs": "stage2_epochs", "--stage2-learning-rate": "stage2_learning_rate", "--variant": "variant",
     "--decode": "decode", "--eval-users": "eval_users", "--lora-r": "lora_r", "--lora-alpha": "lora_alpha",
     "--num-knowledge-tokens": "num_knowledge_tokens", "--prompt-hidden-size": "prompt_hidden_size", "--loss-on": "loss_on",
-    "--lm-layers": "lm_layers",
+    "--lm-layers": "lm_layers", "--init-from": "init_from",
 }
 LANCER_WINDOWS = ("random", "last")
 DECODE_MODES = ("cosine", "trie")
@@ -449,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--prompt-hidden-size", type=POSITIVE_INT, default=None, help="prompt MLPs' hidden width (default 512)")
     la.add_argument("--lm-layers", type=POSITIVE_INT, default=None,
                     help="keep only the LM's first N blocks (a CPU budget setting; default: all)")
+    la.add_argument("--init-from", default=None,
+                    help="continue a saved LANCER checkpoint folder (more stage-1 epochs, or stage 2 on it); skips the knowledge stage")
     la.add_argument("--loss-on", default=None, choices=("items", "target"),
                     help="items (default; every item's tokens, eq. 2) | target (the predicted item's only)")
     tr.set_defaults(func=cmd_train)

@@ -218,6 +218,14 @@ def test_train_evaluate_recommend_lancer_tiny(tmp_path, capsys):
     assert main(["evaluate", str(out_dir), "--unconstrained", "--no-progress"]) == 2
     assert "--unconstrained is GenRec's" in capsys.readouterr().err
 
+    # --init-from continues the saved run: same weights to start from, no knowledge stage
+    more = tmp_path / "lancer-more"
+    assert main(["train", "--method", "lancer", "--output-dir", str(more), "--init-from", str(out_dir), "--skip-test",
+                 *[a for a in LANCER_TINY if a not in ("--lm-layers", "1")]]) == 0
+    info = json.loads((more / "training_info.json").read_text())
+    assert info["training"]["init_from"] == "lancer"  # the folder's name, never the machine's path
+    assert json.loads((more / "config.json").read_text())["text_config"]["num_hidden_layers"] == 1
+
 
 def test_lancer_options_on_other_checkpoints_are_clear_errors(tmp_path, capsys, st2si_factory):
     from genrec_hf.training.recipes import save_checkpoint
