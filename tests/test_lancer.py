@@ -371,6 +371,17 @@ def test_item_vectors_ignore_lora_and_follow_the_weights_they_come_from(processo
     assert not model.item_vectors_stale()
 
 
+def test_a_cache_that_cannot_hold_the_prompts_is_refused(models, processor):
+    from transformers import StaticCache
+
+    model = models["llama"]
+    batch = processor(HISTORIES[:1])
+    static = StaticCache(config=model.config.text_config, max_cache_len=batch["input_ids"].shape[1] + 2)
+    with pytest.raises(ValueError, match="DynamicCache, not a StaticCache"):
+        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+              prompt_item_ids=batch["prompt_item_ids"], use_cache=True, **{CACHE_ARG: static})
+
+
 def test_staleness_is_seen_after_a_fused_optimizer_step_and_before_saving(processor, tmp_path):
     # fused AdamW (the Trainer's default) writes in place without bumping version counters
     model = build(processor, "llama")

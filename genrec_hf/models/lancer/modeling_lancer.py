@@ -567,6 +567,12 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
             if cached == 0:
                 if cache is None:
                     cache = DynamicCache(config=self.config.text_config)
+                elif not isinstance(cache, DynamicCache):
+                    # a static/offloaded cache is sized for the text alone: the prompts would not fit
+                    raise ValueError(
+                        f"LANCER writes its prompts into a DynamicCache, not a {type(cache).__name__}: "
+                        "generate without cache_implementation (or with 'dynamic')"
+                    )
                 prefix, prefix_mask = self.prompt_prefix(batch, prompt_item_ids, device=ref.device)
                 self._write_prefix(cache, prefix)
             elif self.reasoning_prompt is not None:
