@@ -33,6 +33,7 @@ def main(argv=None) -> None:
     parser.add_argument("--stage2", default="none", choices=("none", "full", "lora"))
     parser.add_argument("--stage2-epochs", type=float, default=1.0)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--stage2-learning-rate", type=float, default=None, help="stage 2's (default: --learning-rate)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--eval-users", type=int, default=100, help="validation users per evaluation (seeded subset)")
     parser.add_argument("--decode", default="cosine", choices=("cosine", "trie"), help="decoding used for validation")
@@ -61,7 +62,7 @@ def main(argv=None) -> None:
         cfg = LancerTrainingConfig(
             backbone=args.backbone, init_from=args.init_from, lm_layers=args.lm_layers, variant=args.variant, knowledge_epochs=args.knowledge_epochs,
             stage1_epochs=args.stage1_epochs, stage2=args.stage2, stage2_epochs=args.stage2_epochs,
-            learning_rate=args.learning_rate, batch_size=args.batch_size, eval_users=args.eval_users,
+            learning_rate=args.learning_rate, stage2_learning_rate=args.stage2_learning_rate, batch_size=args.batch_size, eval_users=args.eval_users,
             decode=args.decode, seed=args.seed,
         )
         start = time.time()

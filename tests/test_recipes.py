@@ -60,3 +60,17 @@ def test_a_local_backbone_folder_is_recorded_by_name_only(ml100k, tmp_path):
     assert info["training"]["backbone"] == "my-backbone"
     for name in ("training_info.json", "README.md", "config.json"):
         assert str(tmp_path) not in (out / name).read_text(), name
+
+
+def test_lancer_stage2_straight_on_an_init_from_checkpoint(ml100k, tmp_path):
+    from genrec_hf.training.recipes import LancerTrainingConfig, train_lancer
+
+    with pytest.raises(ValueError, match="no sequence stage"):
+        train_lancer(ml100k, str(tmp_path / "none"), LancerTrainingConfig(backbone="tiny", stage1_epochs=0, stage2="none"))
+    common = dict(backbone="tiny", knowledge_epochs=0, limit_users=6, eval_users=4, beam_size=4, progress=False)
+    train_lancer(ml100k, str(tmp_path / "s1"), LancerTrainingConfig(stage1_epochs=1, **common), dataset_spec={"source": "ml-100k"})
+    cfg = LancerTrainingConfig(init_from=str(tmp_path / "s1"), stage1_epochs=0, stage2="full", stage2_epochs=1, **common)
+    train_lancer(ml100k, str(tmp_path / "s2"), cfg, dataset_spec={"source": "ml-100k"})
+    info = json.loads((tmp_path / "s2" / "training_info.json").read_text())
+    assert list(info["stages"]) == ["stage2"] and info["stages"]["stage2"]["mode"] == "full"
+    assert not (tmp_path / "s2-stage2").exists()

@@ -335,6 +335,8 @@ def train_lancer(data, output_dir: str, cfg: LancerTrainingConfig | None = None,
     prompts = cfg.variant != "bare"
     if not prompts and cfg.stage2 == "none":
         raise ValueError("the bare variant has no prompts to tune: give stage2='full' or 'lora' (the LM alone)")
+    if cfg.stage1_epochs <= 0 and cfg.stage2 == "none":
+        raise ValueError("stage1_epochs is 0 and stage2 is 'none': there is no sequence stage to train")
     _check_output_dir(output_dir, overwrite)
     set_seed(cfg.seed)
     if cfg.init_from is not None:
@@ -388,7 +390,7 @@ def train_lancer(data, output_dir: str, cfg: LancerTrainingConfig | None = None,
 
     stages = {}
     valid = None
-    if prompts:
+    if prompts and cfg.stage1_epochs > 0:  # 0: stage 2 straight on an init_from checkpoint
         model.set_stage("prompt")
         model, _, valid = sequence_stage(cfg.stage1_epochs, cfg.learning_rate, output_dir)
         stages["stage1"] = {"ndcg@10": valid.get("eval_ndcg@10")}
