@@ -1,13 +1,14 @@
 """SeqRecProcessor: any method's processor, picked by `method`.
 
-    processor = SeqRecProcessor(tokenizer, catalog, method="st2si")   # or "genrec", "lancer"
+    processor = SeqRecProcessor(tokenizer, catalog, method="st2si")   # or "genrec", "lancer", "recsys_glm"
     inputs = processor(histories, return_tensors="pt")      # histories: lists of catalog ids
     model(**inputs); model.recommend(**inputs, top_k=10)
     processor.decode_items(out.item_ids)                      # titles
     SeqRecProcessor.from_pretrained(folder)                   # the method it was saved with
 
 Each method's input format and processor class live next to its model
-(`models/<method>/processing_<method>.py`: `ST2SIProcessor`, `GenRecProcessor`, `LancerProcessor`), on the shared
+(`models/<method>/processing_<method>.py`: `ST2SIProcessor`, `GenRecProcessor`, `LancerProcessor`,
+`RecSysGLMProcessor`), on the shared
 `SeqRecProcessorBase` (`data/processing_base.py`, symlinked into each model folder), so they ship
 with a checkpoint as Hub remote code. Item texts are tokenized once and cached, so building a
 batch is list concatenation. Histories are truncated from the left by whole items (never
@@ -23,10 +24,11 @@ import os
 from .data.processing_base import PAD_VALUES, PROCESSOR_CONFIG, load_processor_config
 from .models.genrec.processing_genrec import GENREC_DEFAULTS, GenRecFormat, GenRecProcessor
 from .models.lancer.processing_lancer import LANCER_DEFAULTS, LancerFormat, LancerProcessor
+from .models.recsys_glm.processing_recsys_glm import RECSYS_GLM_DEFAULTS, RecSysGLMFormat, RecSysGLMProcessor
 from .models.st2si.processing_st2si import ST2SI_DEFAULTS, ST2SIFormat, ST2SIProcessor
 
 # method name -> its processor class (a new method adds its processing_<method>.py class here)
-PROCESSORS = {"st2si": ST2SIProcessor, "genrec": GenRecProcessor, "lancer": LancerProcessor}
+PROCESSORS = {"st2si": ST2SIProcessor, "genrec": GenRecProcessor, "lancer": LancerProcessor, "recsys_glm": RecSysGLMProcessor}
 METHODS = tuple(PROCESSORS)
 FORMATS = {method: cls.format_class for method, cls in PROCESSORS.items()}
 
@@ -56,6 +58,6 @@ for _cls in PROCESSORS.values():
     SeqRecProcessor.register(_cls)
 
 __all__ = [
-    "FORMATS", "GENREC_DEFAULTS", "LANCER_DEFAULTS", "METHODS", "PAD_VALUES", "PROCESSORS", "PROCESSOR_CONFIG", "ST2SI_DEFAULTS",
-    "GenRecFormat", "GenRecProcessor", "LancerFormat", "LancerProcessor", "ST2SIFormat", "ST2SIProcessor", "SeqRecProcessor", "processor_class",
+    "FORMATS", "GENREC_DEFAULTS", "LANCER_DEFAULTS", "METHODS", "PAD_VALUES", "PROCESSORS", "PROCESSOR_CONFIG", "ST2SI_DEFAULTS", "RECSYS_GLM_DEFAULTS",
+    "GenRecFormat", "GenRecProcessor", "LancerFormat", "LancerProcessor", "RecSysGLMFormat", "RecSysGLMProcessor", "ST2SIFormat", "ST2SIProcessor", "SeqRecProcessor", "processor_class",
 ]

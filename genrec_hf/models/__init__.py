@@ -5,6 +5,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelF
 
 from .genrec import GenRecConfig, GenRecForConditionalGeneration, GenRecProcessor
 from .lancer import LancerConfig, LancerForSeqRec, LancerProcessor
+from .recsys_glm import GLMTextConfig, RecSysGLMConfig, RecSysGLMForInfilling, RecSysGLMProcessor
 from .st2si import ST2SIConfig, ST2SIForItemPrediction, ST2SIProcessor
 
 AutoConfig.register(ST2SIConfig.model_type, ST2SIConfig, exist_ok=True)
@@ -15,17 +16,24 @@ AutoModelForSeq2SeqLM.register(GenRecConfig, GenRecForConditionalGeneration, exi
 AutoConfig.register(LancerConfig.model_type, LancerConfig, exist_ok=True)
 AutoModel.register(LancerConfig, LancerForSeqRec, exist_ok=True)
 AutoModelForCausalLM.register(LancerConfig, LancerForSeqRec, exist_ok=True)
+# "recsys_glm", never "glm": transformers owns that name for GLM-4 (a causal model, no blank infilling)
+AutoConfig.register(RecSysGLMConfig.model_type, RecSysGLMConfig, exist_ok=True)
+AutoConfig.register(GLMTextConfig.model_type, GLMTextConfig, exist_ok=True)  # the native GLM backbone's text_config
+AutoModel.register(RecSysGLMConfig, RecSysGLMForInfilling, exist_ok=True)
 
 # each method's processor (processing_<method>.py, next to its model) for AutoProcessor
 AutoProcessor.register(ST2SIConfig, ST2SIProcessor, exist_ok=True)
 AutoProcessor.register(GenRecConfig, GenRecProcessor, exist_ok=True)
 AutoProcessor.register(LancerConfig, LancerProcessor, exist_ok=True)
+AutoProcessor.register(RecSysGLMConfig, RecSysGLMProcessor, exist_ok=True)
 
 # method name (CLI, processor) -> model class
-METHOD_MODELS = {"st2si": ST2SIForItemPrediction, "genrec": GenRecForConditionalGeneration, "lancer": LancerForSeqRec}
+METHOD_MODELS = {"st2si": ST2SIForItemPrediction, "genrec": GenRecForConditionalGeneration, "lancer": LancerForSeqRec,
+                 "recsys_glm": RecSysGLMForInfilling}
 
 __all__ = [
     "METHOD_MODELS", "GenRecConfig", "GenRecForConditionalGeneration", "GenRecProcessor", "LancerConfig",
-    "LancerForSeqRec", "LancerProcessor", "ST2SIConfig",
+    "LancerForSeqRec", "LancerProcessor", "GLMTextConfig", "RecSysGLMConfig", "RecSysGLMForInfilling",
+    "RecSysGLMProcessor", "ST2SIConfig",
     "ST2SIForItemPrediction", "ST2SIProcessor",
 ]

@@ -2,6 +2,7 @@
 
 from .genrec import GenRecCollator, genrec_datasets
 from .lancer import LancerCollator, LancerItemVectorsCallback, LancerKnowledgeCollator, knowledge_dataset, lancer_datasets
+from .recsys_glm import RecSysGLMNextItemCollator, RecSysGLMPretrainCollator, recsys_glm_datasets
 from .ranking import SELECT_ON_VALIDATION, RankingMetrics, RecommenderEvalCallback, keep_labelled_logits, parse_selecting_on_validation
 from .st2si import (
     QueryStateCollator,
@@ -26,6 +27,9 @@ __all__ = [
     "knowledge_dataset",
     "lancer_datasets",
     "RankingMetrics",
+    "RecSysGLMNextItemCollator",
+    "RecSysGLMPretrainCollator",
+    "recsys_glm_datasets",
     "RecommenderEvalCallback",
     "SELECT_ON_VALIDATION",
     "genrec_datasets",
