@@ -829,3 +829,26 @@ def test_items_with_the_same_title_share_a_trie_leaf(tokenizer):
     for ids in rec.item_ids.tolist():
         real = [i for i in ids if i >= 0]
         assert len(real) == len(set(real)) and not {20, 21} & set(real)
+
+
+@pytest.mark.parametrize("loss_on", ["items", "target"])
+def test_training_scores_only_the_labelled_tail_with_the_same_loss_and_gradients(tokenizer, loss_on):
+    processor = _processor(tokenizer, loss_on=loss_on)
+    model = build(processor, initializer_range=0.2)
+    batch = processor([[0, 3, 5], [7, 1]], targets=[2, 9])
+    losses, grads = [], []
+    for training in (False, True):
+        model.train(training)
+        model.zero_grad()
+        out = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "prompt_item_ids", "labels")})
+        out.loss.backward()
+        losses.append(out.loss.detach())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        if training:  # the tail only: the instruction (and, for "target", the history) gets no logits
+            assert out.logits.shape[1] < batch["input_ids"].shape[1]
+        else:
+            assert out.logits.shape[1] == batch["input_ids"].shape[1]
+    torch.testing.assert_close(losses[0], losses[1])
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-5)

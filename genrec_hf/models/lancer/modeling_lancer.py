@@ -528,7 +528,8 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
         prompt_item_ids: [batch, <= N] the items whose vectors build the reasoning prompt (-1 = empty).
         labels: [batch, seq] token labels (-100 = ignore); the LM shifts them (eq. 2).
         history_item_ids: accepted and ignored (the processor emits it for recommend).
-        logits_to_keep: as in transformers' causal LMs (generation asks for the last position only).
+        logits_to_keep: as in transformers' causal LMs (generation asks for the last position only). In
+            training mode with labels, logits cover only the columns from the one before the first label.
         The KV cache (`cache`, or `past_key_values` before transformers 5.24) gets the prefixes
         at the first step; other kwargs go to the LM. Returns the LM's CausalLMOutputWithPast.
         """
@@ -583,6 +584,14 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
             else:
                 prefix_mask = torch.ones(batch, num_prefix, dtype=torch.long, device=ref.device)
             attention_mask = torch.cat([prefix_mask, attention_mask.long()], dim=1)
+        if self.training and labels is not None and isinstance(logits_to_keep, int) and logits_to_keep == 0:
+            # the LM head (vocab x hidden per position) costs about as much as all the blocks: in training,
+            # score only the columns from the one before the first label on (left padding puts every row's
+            # labels at the end); the loss is the same, the head's cost falls to the labelled share
+            labelled = (labels != -100).any(dim=0).nonzero()
+            keep = length - int(labelled[0]) + 1 if len(labelled) else length
+            if keep < length:
+                logits_to_keep, labels = keep, labels[:, -keep:]
         out = self.lm(
             input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
             labels=labels, use_cache=use_cache, logits_to_keep=logits_to_keep, **{CACHE_ARG: cache}, **kwargs,
