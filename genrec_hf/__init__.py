@@ -5,7 +5,16 @@ Importing the package registers every method's config and model with the Auto cl
 
 from . import models
 from .data import ItemCatalog, load_sequences
-from .models import GenRecConfig, GenRecForConditionalGeneration, LancerConfig, LancerForSeqRec, ST2SIConfig, ST2SIForItemPrediction
+from .models import (
+    GenRecConfig,
+    GenRecForConditionalGeneration,
+    LancerConfig,
+    LancerForSeqRec,
+    RecSysGLMConfig,
+    RecSysGLMForInfilling,
+    ST2SIConfig,
+    ST2SIForItemPrediction,
+)
 from .pipeline import SeqRecPipeline
 from .processing import SeqRecProcessor
 from .version import __version__
@@ -16,6 +25,8 @@ __all__ = [
     "ItemCatalog",
     "LancerConfig",
     "LancerForSeqRec",
+    "RecSysGLMConfig",
+    "RecSysGLMForInfilling",
     "ST2SIConfig",
     "ST2SIForItemPrediction",
     "SeqRecPipeline",

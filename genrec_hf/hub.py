@@ -92,7 +92,7 @@ def check_checkpoint(directory: str) -> dict:
     catalog, settings) that loads and matches the model's catalog (and, for generative models, the
     item-text tables saved with the weights), and every remote-code file the auto_map of
     config.json (the model) and of processor_config.json (AutoProcessor) names, with what those
-    import (LANCER: cosine.py and trie.py next to modeling_lancer.py).
+    import (LANCER: cosine.py and trie.py next to modeling_lancer.py; RecSysGLM: trie.py).
     """
     from .models import METHOD_MODELS
 

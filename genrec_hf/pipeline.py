@@ -21,7 +21,7 @@ def _check_recommend_kwargs(model, recommend_kwargs: dict) -> None:
     if unknown:
         names = ", ".join(repr(k) for k in unknown)
         raise ValueError(f"{type(model).__name__}.recommend has no {names} option (decode and strategy are LANCER's, "
-                         "constrained GenRec's)")
+                         "constrained GenRec's and RecSysGLM's)")
 
 
 class SeqRecPipeline:
@@ -30,7 +30,7 @@ class SeqRecPipeline:
     Scoring models (ST2SI) rank the whole catalog (`score_items`, `full_ranking = True`);
     generative models rank by beam search (`rank_items`). Both offer `recommend`.
     `recommend_kwargs` go to every `model.recommend` call, e.g. `decode="trie", strategy="greedy"`
-    for LANCER, `constrained=False` for GenRec; an option the model's `recommend` does not name
+    for LANCER, `constrained=False` for GenRec and RecSysGLM; an option the model's `recommend` does not name
     is refused here.
     """
 
@@ -53,6 +53,11 @@ class SeqRecPipeline:
             stored = item_tokens[:, : table.shape[1]].cpu()
             if table.shape[1] > item_tokens.shape[1] or not torch.equal(stored, table) or bool((item_tokens[:, table.shape[1]:] >= 0).any()):
                 raise ValueError("item text mismatch: the model's item token table is not the processor's; load the processor saved with this model")
+        # RecSysGLM: the positions the processor writes must be the ones the model generates with
+        dynamic = getattr(processor, "settings", {}).get("dynamic_positions")
+        if dynamic is not None and getattr(model.config, "dynamic_positions", dynamic) != dynamic:
+            raise ValueError(f"dynamic_positions mismatch: the model has {model.config.dynamic_positions}, the processor "
+                             f"{dynamic}; load the processor saved with this model")
         _check_recommend_kwargs(model, recommend_kwargs)
         self.model = model.eval()
         self.processor = processor

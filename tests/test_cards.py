@@ -73,3 +73,34 @@ def test_card_for_a_lancer_checkpoint(tmp_path, catalog):
     assert "Generative ranking: beams mapped to catalog items" in text
     assert "lancer" in data["tags"] and data["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert metric_names(data)["mrr"] == "MRR@20"
+
+
+@pytest.mark.parametrize("kind", ["glm", "llama"])
+def test_card_for_a_recsys_glm_checkpoint(tmp_path, catalog, kind):
+    from test_hub import build_recsys_glm_toy  # a tiny RecSysGLM model + processor, nothing trained
+
+    from genrec_hf.training.recipes import save_checkpoint
+
+    model, processor = build_recsys_glm_toy(catalog, kind)
+    folder = tmp_path / "recsys_glm"
+    tuning = {"pretrained_backbone": kind == "llama", "mode": "lora r=8" if kind == "llama" else "full fine-tuning",
+              "lora_merged": kind == "llama", "new_token_rows_trained": 5 if kind == "llama" else 0}
+    info = {"method": "recsys_glm", "dataset": {"source": "ml-100k"}, "validation": METRICS, "test": METRICS,
+            "metric_for_best_model": "ndcg@10", "tuning": tuning,
+            "training": {"backbone": "smollm2-135m" if kind == "llama" else "glm-small", "pretrain_epochs": 8,
+                         "early_stopping_patience": 5}}
+    save_checkpoint(model, processor, str(folder), info=info)
+    card = render_model_card(str(folder), "me/recsys-glm-ml100k")
+    text, data = card.text, card.data.to_dict()
+    assert "RecSysGLM sequential recommender" in text and 'AutoModel.from_pretrained("me/recsys-glm-ml100k")' in text
+    assert "dynamic positions (the paper's Figure 2): on" in text and "beam search (5 beams) kept on a trie" in text
+    assert "8 blank-infilling pretraining epochs" in text
+    assert "selected on validation NDCG@10 (early stopping patience: 5 validations)." in text
+    assert "recsys_glm" in data["tags"] and metric_names(data)["mrr"] == "MRR@20"
+    if kind == "glm":
+        assert "A GLM (`glm-small`: 2 layers" in text and "tuning: full fine-tuning; backbone randomly initialised" in text
+        assert "base_model" not in data
+    else:
+        assert "A rotary decoder LM" in text and "SmolLM2-135M-Instruct" in text
+        assert "tuning: lora r=8 (adapters merged into the weights), the 5 added special-token rows trained" in text
+        assert data["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"

@@ -323,4 +323,80 @@ def test_lancer_flags_reach_the_recipe_and_stay_off_other_methods(capsys, tmp_pa
     genrec.backbone = "tiny"
     assert _training_config(genrec).beam_size == 20
     assert main(["train", "--method", "genrec", "--output-dir", str(tmp_path / "g"), "--decode", "trie", "--eval-users", "3"]) == 2
-    assert capsys.readouterr().err.strip() == "error: --decode, --eval-users apply only to --method lancer"
+    assert capsys.readouterr().err.strip() == ("error: --decode applies only to --method lancer; "
+                                               "--eval-users applies only to --method lancer or recsys_glm")
+
+
+RECSYS_GLM_TINY = ["--limit-users", "10", "--max-steps", "2", "--eval-users", "4", "--beam-size", "4", "--pretrain-epochs", "1",
+                   "--max-items", "5", "--no-progress"]
+
+
+def test_train_evaluate_recommend_recsys_glm_tiny(tmp_path, capsys):
+    out_dir = tmp_path / "recsys_glm"
+    assert main(["train", "--method", "recsys_glm", "--output-dir", str(out_dir), *RECSYS_GLM_TINY]) == 0
+    text = capsys.readouterr().out
+    assert "split=test users=10 top-4 lists from generation" in text  # the test lists are as long as validation's
+    config = json.loads((out_dir / "config.json").read_text())
+    assert config["model_type"] == "recsys_glm" and config["text_config"]["model_type"] == "recsys_glm_text"
+    assert config["beam_size"] == 4 and config["dynamic_positions"] is True and config["lora"] is None
+    info = json.loads((out_dir / "training_info.json").read_text())
+    assert info["method"] == "recsys_glm" and info["validation"]["users"] == 4 and info["test"]["users"] == 10
+    assert info["training"]["backbone"] == "glm-tiny" and info["training"]["lora_r"] == 0  # random init: full fine-tuning
+    assert info["tuning"] == {"pretrained_backbone": False, "mode": "full fine-tuning", "lora_merged": False,
+                              "new_token_rows_trained": 0}
+    for name in ("modeling_recsys_glm.py", "trie.py", "processing_recsys_glm.py", "item_catalog.json", "README.md"):
+        assert (out_dir / name).is_file(), name
+    assert not list(out_dir.glob("trainer_checkpoints*"))
+
+    assert main(["evaluate", str(out_dir), "--limit-users", "3", "--num-beams", "5", "--top-k", "5", "--no-progress", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["num_users"] == 3 and result["settings"]["top_k"] == 5 and result["valid_ratio"] == 1.0
+    assert result["settings"]["generation"] == {"num_beams": 5}
+    assert main(["evaluate", str(out_dir), "--limit-users", "2", "--unconstrained", "--no-progress", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["settings"]["generation"] == {"constrained": False}
+    assert main(["recommend", str(out_dir), "--user", "7", "--top-k", "3"]) == 0
+    titles = re.findall(r"^ *\d+\. +\S+  (.*)  \(-?[\d.]+\)$", capsys.readouterr().out, flags=re.M)
+    assert len(titles) == 3 and all(titles)
+    assert main(["evaluate", str(out_dir), "--decode", "trie", "--no-progress"]) == 2
+    assert "--decode applies only to LANCER checkpoints" in capsys.readouterr().err
+    assert main(["upload", str(out_dir), "--repo-id", "me/recsys-glm", "--dry-run"]) == 0
+    assert "nothing pushed" in capsys.readouterr().out
+
+
+def test_recsys_glm_flags_reach_the_recipe_and_stay_off_other_methods(capsys, tmp_path):
+    from genrec_hf.cli import _training_config, build_parser
+
+    train = ["train", "--method", "recsys_glm", "--output-dir", "unused"]
+    args = build_parser().parse_args(train + [
+        "--lora-rank", "4", "--keep-lora", "--no-dynamic-positions", "--pretrain-epochs", "2", "--epochs", "3",
+        "--eval-users", "50", "--lm-layers", "2", "--beam-size", "25", "--finetune-targets", "last", "--max-items", "7",
+        "--max-item-tokens", "16", "--learning-rate", "1e-3"])
+    args.backbone = "smollm2-135m"
+    cfg = _training_config(args)
+    assert (cfg.backbone, cfg.lora_r, cfg.merge_lora, cfg.dynamic_positions, cfg.pretrain_epochs, cfg.epochs) == (
+        "smollm2-135m", 4, False, False, 2.0, 3.0)
+    assert (cfg.eval_users, cfg.lm_layers, cfg.beam_size, cfg.finetune_targets, cfg.max_items, cfg.max_item_tokens,
+            cfg.learning_rate) == (50, 2, 25, "last", 7, 16, 1e-3)
+    defaults = build_parser().parse_args(train)
+    defaults.backbone = "glm-tiny"
+    cfg = _training_config(defaults)
+    assert (cfg.lora_r, cfg.merge_lora, cfg.dynamic_positions, cfg.pretrain_epochs, cfg.beam_size, cfg.max_items) == (
+        None, True, True, 8.0, 20, 20)
+    assert (cfg.resolved_lora_r(pretrained=False), cfg.resolved_lora_r(pretrained=True)) == (0, 8)  # the paper's rank when pretrained
+    genrec = build_parser().parse_args(["train", "--method", "genrec", "--output-dir", "unused"])
+    genrec.backbone = "tiny"
+    assert _training_config(genrec).finetune_targets == "last"  # genrec's own default is kept
+    for method, extra, message in (
+        ("genrec", ["--lora-rank", "4", "--no-dynamic-positions"], "--lora-rank, --no-dynamic-positions apply only to --method recsys_glm"),
+        ("st2si", ["--keep-lora"], "--keep-lora applies only to --method recsys_glm"),
+        ("lancer", ["--lora-rank", "4"], "--lora-rank applies only to --method recsys_glm (lancer's LoRA rank is --lora-r)"),
+        ("recsys_glm", ["--lora-r", "4"], "--lora-r applies only to --method lancer (recsys_glm's LoRA rank is --lora-rank)"),
+        ("recsys_glm", ["--decode", "trie", "--stage2", "lora"], "--stage2, --decode apply only to --method lancer"),
+        ("recsys_glm", ["--windows", "last"], "--windows is ST2SI's and LANCER's; recsys_glm picks its fine-tuning "
+                                              "targets with --finetune-targets random|last"),
+        ("recsys_glm", ["--lora-rank", "0", "--keep-lora"], "--keep-lora needs LoRA adapters: not with --lora-rank 0 "
+                                                            "(full fine-tuning)"),
+    ):
+        assert main(["train", "--method", method, "--output-dir", str(tmp_path / "x"), *extra]) == 2
+        assert capsys.readouterr().err.strip() == f"error: {message}"
+    assert not (tmp_path / "x").exists()

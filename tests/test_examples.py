@@ -97,6 +97,31 @@ def test_train_lancer_example_runs_every_stage_and_selects_on_validation(tmp_pat
     assert not AutoModel.from_pretrained(out_dir).item_vectors_stale()
 
 
+@pytest.mark.parametrize("backbone,extra", [("glm-tiny", []), ("tiny", ["--lora_r", "4"])])
+def test_train_recsys_glm_example_pretrains_then_selects_on_validation(tmp_path, monkeypatch, capsys, backbone, extra):
+    out_dir = tmp_path / "recsys_glm"
+    run_example("train_recsys_glm.py", [
+        "--backbone", backbone, *extra, "--limit_users", "10", "--eval_users", "3", "--pretrain_epochs", "1",
+        "--beam_size", "3", "--max_items", "5", "--output_dir", str(out_dir), "--num_train_epochs", "2",
+        "--use_cpu", "--disable_tqdm", "true",
+    ], monkeypatch)
+    assert "split=test users=10 top-3 lists from generation" in capsys.readouterr().out
+    info = best_selection(out_dir)
+    evals = [e for e in info["validation_history"] if "ndcg@10" in e]
+    assert {e["epoch"] for e in evals} >= {1.0, 2.0} and info["metric_for_best_model"] == "ndcg@10"
+    assert info["best_metric"] == max(e["ndcg@10"] for e in evals)
+    assert info["method"] == "recsys_glm" and info["test"]["users"] == 10 and info["validation"]["users"] == 3
+    lora = backbone == "tiny"
+    assert info["tuning"]["mode"] == ("lora r=4" if lora else "full fine-tuning") and info["tuning"]["lora_merged"] == lora
+    assert info["training"]["learning_rate"] == 5e-4  # the random-init default, not TrainingArguments' 5e-5
+    config = json.loads((out_dir / "config.json").read_text())
+    assert config["beam_size"] == 3 and config["lora"] is None  # adapters merged before saving
+    assert not list(out_dir.glob("trainer_checkpoints*"))
+    capsys.readouterr()
+    assert cli(["evaluate", str(out_dir), "--limit-users", "2", "--no-progress", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_users"] == 2
+
+
 @pytest.mark.parametrize("argv,expected", [
     ([], {"eval_strategy": "epoch", "save_strategy": "epoch", "load_best_model_at_end": True,
           "metric_for_best_model": "ndcg@10", "greater_is_better": True}),

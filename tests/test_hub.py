@@ -236,3 +236,84 @@ def test_a_lancer_checkpoint_must_carry_the_processors_item_tables(catalog, tmp_
     save_checkpoint(model, other, str(tmp_path / "mixed"))
     assert cli(["upload", str(tmp_path / "mixed"), "--repo-id", "org/x", "--dry-run"]) == 2
     assert "item_token_ids table is not the processor's item_token_table()" in capsys.readouterr().err
+
+
+def build_recsys_glm_toy(catalog, kind: str = "glm", set_catalog: bool = True, **settings):
+    """A tiny RecSysGLM model + processor (random 2-layer GLM or Llama, width 64); nothing trained."""
+    import torch
+
+    from genrec_hf import SeqRecProcessor
+    from genrec_hf.backbones import load_glm_backbone
+    from genrec_hf.processing import RECSYS_GLM_DEFAULTS
+    from genrec_hf.training.recipes import build_recsys_glm
+
+    torch.manual_seed(0)
+    texts = catalog.texts() + [RECSYS_GLM_DEFAULTS["instruction"], RECSYS_GLM_DEFAULTS["separator"]]
+    backbone, tokenizer, _ = load_glm_backbone("glm-tiny" if kind == "glm" else "tiny", texts=texts)
+    processor = SeqRecProcessor(tokenizer, catalog, method="recsys_glm", max_items=4, **settings)
+    model = build_recsys_glm(backbone, processor, beam_size=5).eval()
+    if not set_catalog:
+        model.item_token_ids.fill_(-1)
+    return model, processor
+
+
+@pytest.fixture
+def recsys_glm_checkpoint(catalog, tmp_path):
+    model, processor = build_recsys_glm_toy(catalog)
+    folder = tmp_path / "recsys_glm"
+    save_checkpoint(model, processor, str(folder), info={"method": "recsys_glm", "dataset": {"source": "toy"},
+                                                         "test": {"hr@5": 0.25, "ndcg@10": 0.125}})
+    return folder
+
+
+def test_a_recsys_glm_checkpoint_passes_the_checks_and_dry_run(recsys_glm_checkpoint, capsys):
+    assert check_checkpoint(str(recsys_glm_checkpoint))["model_type"] == "recsys_glm"
+    assert cli(["upload", str(recsys_glm_checkpoint), "--repo-id", "org/recsys-glm-toy", "--dry-run"]) == 0
+    listed = {line.strip() for line in capsys.readouterr().out.splitlines()}
+    remote_code = {"configuration_recsys_glm.py", "modeling_recsys_glm.py", "trie.py", "saving.py",  # the model's
+                   "processing_recsys_glm.py", "processing_base.py", "catalog.py"}  # the processor's
+    assert remote_code | {"model.safetensors", "config.json", "processor_config.json", "item_catalog.json", "README.md"} <= listed
+    card = (recsys_glm_checkpoint / "README.md").read_text()
+    assert "org/recsys-glm-toy" in card and "RecSysGLM sequential recommender" in card and "0.125" in card
+    (recsys_glm_checkpoint / "trie.py").unlink()  # imported by modeling_recsys_glm.py
+    with pytest.raises(FileNotFoundError, match="remote-code file\\(s\\) trie.py"):
+        check_checkpoint(str(recsys_glm_checkpoint))
+
+
+def test_a_recsys_glm_checkpoint_must_carry_the_processors_item_table(catalog, tmp_path, capsys):
+    model, processor = build_recsys_glm_toy(catalog, set_catalog=False)
+    save_checkpoint(model, processor, str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="item_token_ids table is empty: set the catalog"):
+        check_checkpoint(str(tmp_path / "empty"))
+    model, _ = build_recsys_glm_toy(catalog)
+    _, other = build_recsys_glm_toy(catalog, max_item_tokens=2)  # item texts cut shorter: another table
+    save_checkpoint(model, other, str(tmp_path / "mixed"))
+    assert cli(["upload", str(tmp_path / "mixed"), "--repo-id", "org/x", "--dry-run"]) == 2
+    assert "item_token_ids table is not the processor's item_token_table()" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["glm", "llama"])
+def test_a_recsys_glm_checkpoint_reloads_through_the_auto_classes_with_the_same_recommendations(catalog, tmp_path, kind):
+    import torch
+    from transformers import AutoModel, AutoProcessor
+
+    from genrec_hf import RecSysGLMForInfilling, SeqRecPipeline
+    from genrec_hf.models import RecSysGLMProcessor
+
+    model, processor = build_recsys_glm_toy(catalog, kind)
+    save_checkpoint(model, processor, str(tmp_path / kind))
+    loaded, loaded_processor = AutoModel.from_pretrained(tmp_path / kind), AutoProcessor.from_pretrained(tmp_path / kind)
+    assert type(loaded) is RecSysGLMForInfilling and type(loaded_processor) is RecSysGLMProcessor  # the package's classes
+    histories = [[1, 2, 3], [4, 5], [7, 1, 9, 11, 0]]
+    inputs, loaded_inputs = processor(histories), loaded_processor(histories)
+    assert all(torch.equal(inputs[k], loaded_inputs[k]) for k in inputs)
+    expected = model.recommend(**inputs, top_k=5, exclude_history=True)
+    got = loaded.eval().recommend(**loaded_inputs, top_k=5, exclude_history=True)
+    assert torch.equal(got.item_ids, expected.item_ids) and torch.equal(got.scores, expected.scores)
+    assert bool((got.item_ids[:, 0] >= 0).all())  # history items excluded: a list may be shorter than 5
+    pipeline = SeqRecPipeline.from_pretrained(tmp_path / kind)  # what evaluate / recommend load
+    assert torch.equal(pipeline.recommend(histories, top_k=5).item_ids, expected.item_ids)
+    # a processor built for the ablation cannot drive a model with dynamic positions
+    _, ablation = build_recsys_glm_toy(catalog, kind, dynamic_positions=False)
+    with pytest.raises(ValueError, match="dynamic_positions mismatch"):
+        SeqRecPipeline(loaded, ablation)

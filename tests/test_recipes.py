@@ -74,3 +74,99 @@ def test_lancer_stage2_straight_on_an_init_from_checkpoint(ml100k, tmp_path):
     info = json.loads((tmp_path / "s2" / "training_info.json").read_text())
     assert list(info["stages"]) == ["stage2"] and info["stages"]["stage2"]["mode"] == "full"
     assert not (tmp_path / "s2-stage2").exists()
+
+
+def test_recsys_glm_pretrains_then_keeps_the_validation_best_checkpoint(ml100k, tmp_path, monkeypatch):
+    import torch
+
+    from genrec_hf import RecSysGLMForInfilling
+    from genrec_hf.training.ranking import RecommenderEvalCallback
+    from genrec_hf.training.recipes import RecSysGLMTrainingConfig, train_recsys_glm
+    from genrec_hf.training.recsys_glm import RecSysGLMPretrainCollator
+
+    batches = []
+    pretrain_call = RecSysGLMPretrainCollator.__call__
+    monkeypatch.setattr(RecSysGLMPretrainCollator, "__call__", lambda self, f: batches.append(len(f)) or pretrain_call(self, f))
+    # validation runs (beam search) as usual; its NDCG@10 is then scripted so that epoch 2 is the best
+    scripted, weights = iter([0.1, 0.3, 0.2]), []
+    on_evaluate = RecommenderEvalCallback.on_evaluate
+
+    def scripted_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        on_evaluate(self, args, state, control, metrics=metrics, model=model, **kwargs)
+        metrics["eval_ndcg@10"] = state.log_history[-1]["eval_ndcg@10"] = next(scripted)
+        weights.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    monkeypatch.setattr(RecommenderEvalCallback, "on_evaluate", scripted_evaluate)
+    cfg = RecSysGLMTrainingConfig(backbone="glm-tiny", pretrain_epochs=1, epochs=3, learning_rate=5e-3, batch_size=4,
+                                  limit_users=8, eval_users=4, beam_size=4, max_items=5, progress=False)
+    train_recsys_glm(ml100k, str(tmp_path), cfg, dataset_spec={"source": "ml-100k"})
+    assert sum(batches) == 8  # one pretraining epoch: every user's window once
+    info, evals = _validations(tmp_path)
+    assert [e["epoch"] for e in evals] == [1.0, 2.0, 3.0] and info["best_metric"] == 0.3 == info["validation"]["ndcg@10"]
+    assert info["best_checkpoint"] == f"checkpoint-{evals[1]['step']}"
+    assert info["training"]["lora_r"] == 0 and info["tuning"]["mode"] == "full fine-tuning"  # random init
+    assert not list(tmp_path.glob("trainer_checkpoints*"))
+    saved = RecSysGLMForInfilling.from_pretrained(tmp_path).state_dict()
+    assert all(torch.equal(saved[k], v) for k, v in weights[1].items())  # epoch 2's weights, not the last epoch's
+    assert not all(torch.equal(saved[k], v) for k, v in weights[2].items())
+
+
+def test_recsys_glm_lora_on_a_pretrained_folder_trains_adapters_and_new_tokens_then_merges(ml100k, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    from genrec_hf.backbones import tiny_config, train_tokenizer
+    from genrec_hf.training.recipes import RecSysGLMTrainingConfig, train_recsys_glm
+
+    folder = tmp_path / "private" / "my-llama"  # a local folder stands for a pretrained LM
+    tokenizer = train_tokenizer(ml100k.catalog.texts()[:300], vocab_size=600)
+    AutoModel.from_config(tiny_config("llama", vocab_size=len(tokenizer))).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    before = load_file(folder / "model.safetensors")
+    cfg = RecSysGLMTrainingConfig(backbone=str(folder), pretrain_epochs=1, max_steps=2, learning_rate=1e-2, limit_users=6,
+                                  eval_users=2, beam_size=3, max_items=4, progress=False)
+    out = tmp_path / "ckpt"
+    model, _, _ = train_recsys_glm(ml100k, str(out), cfg, dataset_spec={"source": "ml-100k"})
+    info = json.loads((out / "training_info.json").read_text())
+    assert info["training"]["lora_r"] == 8 and info["training"]["backbone"] == "my-llama"  # the paper's rank; no path
+    assert info["tuning"] == {"pretrained_backbone": True, "mode": "lora r=8", "lora_merged": True, "new_token_rows_trained": 5}
+    assert json.loads((out / "config.json").read_text())["lora"] is None and model.config.lora is None
+    after = load_file(out / "model.safetensors")
+    old, new = before["embed_tokens.weight"], after["model.embed_tokens.weight"]
+    assert torch.equal(new[: old.shape[0]], old)  # the LM's own token rows are kept exactly
+    assert new.shape[0] == old.shape[0] + 5
+    changed = [k for k in before if k != "embed_tokens.weight" and not torch.equal(before[k], after["model." + k])]
+    assert any("q_proj" in k for k in changed) and not any("norm" in k for k in changed)  # LoRA merged into its targets only
+    for name in ("training_info.json", "README.md", "config.json"):
+        assert str(tmp_path) not in (out / name).read_text(), name
+
+
+def test_recsys_glm_on_a_thudm_glm_folder(ml100k, tmp_path):
+    """A folder as THUDM ships GLM (config.json with model_type "glm", THUDM key names, sop / eop tokens)
+    loads through from_thudm_glm, with --lm-layers cutting its blocks."""
+    import torch
+
+    from genrec_hf.backbones import train_tokenizer
+    from genrec_hf.models import GLMTextConfig, RecSysGLMConfig, RecSysGLMForInfilling
+    from genrec_hf.training.recipes import RecSysGLMTrainingConfig, train_recsys_glm
+
+    folder = tmp_path / "glm-toy"
+    tokenizer = train_tokenizer(ml100k.catalog.texts()[:300], vocab_size=600)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["[MASK]", "[sMASK]", "[gMASK]", "<|startofpiece|>", "<|endofpiece|>"]})
+    text = GLMTextConfig(vocab_size=len(tokenizer) + 3, hidden_size=64, num_layers=3, num_attention_heads=2, max_sequence_length=256)
+    glm = RecSysGLMForInfilling(RecSysGLMConfig(text_config=text)).glm  # THUDM's own key names, under glm.
+    folder.mkdir()
+    torch.save({f"glm.{k}": v for k, v in glm.state_dict().items()}, folder / "pytorch_model.bin")
+    (folder / "config.json").write_text(json.dumps({"model_type": "glm", "architectures": ["GLMModel"], "num_layers": 3,
+                                                    "hidden_size": 64, "num_attention_heads": 2, "max_sequence_length": 256}))
+    tokenizer.save_pretrained(folder)
+    cfg = RecSysGLMTrainingConfig(backbone=str(folder), lm_layers=2, lora_r=0, pretrain_epochs=0, max_steps=1, limit_users=4,
+                                  eval_users=2, beam_size=3, max_items=4, progress=False)
+    model, processor, _ = train_recsys_glm(ml100k, str(tmp_path / "ckpt"), cfg, dataset_spec={"source": "ml-100k"})
+    text = model.config.text_config
+    assert (text.model_type, text.num_layers, text.num_attention_heads, text.max_sequence_length) == ("recsys_glm_text", 2, 2, 256)
+    assert model.get_input_embeddings().weight.shape[0] == len(tokenizer) + 3  # THUDM's padded vocabulary, not shrunk
+    assert processor.settings["max_length"] == 256  # bounded by the position tables
+    assert model.config.start_token_id == tokenizer.convert_tokens_to_ids("<|startofpiece|>")  # GLM's own sop / eop
+    assert model.config.end_token_id == tokenizer.convert_tokens_to_ids("<|endofpiece|>")

@@ -9,7 +9,7 @@ import logging
 import math
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
@@ -17,7 +17,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_
 from ..backbones import BART_SIZES
 from ..cards import write_model_card
 from ..models.saving import public_name
-from ..processing import ST2SI_DEFAULTS, SeqRecProcessor
+from ..processing import RECSYS_GLM_DEFAULTS, ST2SI_DEFAULTS, SeqRecProcessor
 from .ranking import SELECT_ON_VALIDATION, RankingMetrics, keep_labelled_logits
 from .st2si import QueryStateCollator, SeqRecCollator, check_windows, ilp_feature_datasets, st2si_datasets
 
@@ -420,6 +420,170 @@ def train_lancer(data, output_dir: str, cfg: LancerTrainingConfig | None = None,
     return model, processor, valid
 
 
+@dataclass
+class RecSysGLMTrainingConfig:
+    """Every knob of a RecSysGLM run. The paper's settings where it gives them (GLM-10B: LoRA rank 8 on
+    query_key_value, dense, dense_h_to_4h and dense_4h_to_h, AdamW, batch 32, warmup, 8 pretraining
+    epochs). Not from the paper: the next-item fine-tuning stage with early stopping, the learning
+    rates (its 1e-5 is for GLM-10B), the default of full fine-tuning for random-init backbones (LoRA
+    on random weights leaves them random), 20 beams (design.md §3)."""
+
+    backbone: str = "glm-tiny"  # glm-tiny | glm-small (native GLM, random init) | tiny (random Llama) | smollm2-135m | folder / Hub id
+    lm_layers: int | None = None  # keep the backbone's first N blocks only (a CPU budget setting; None = all)
+    lora_r: int | None = None  # None: 8 (the paper) for a pretrained backbone, 0 for random init; 0 = full fine-tuning
+    lora_alpha: int = 16
+    merge_lora: bool = True  # fold the adapters into the weights before saving (the checkpoint loads without peft)
+    train_new_tokens: bool = True  # with LoRA: the embedding rows of the added special tokens train too
+    pretrain_epochs: float = 8.0  # blank infilling ([MASK] / [sMASK] / [gMASK]) on behaviour windows; 0 skips it
+    epochs: float = 50.0  # next-item fine-tuning ceiling; early stopping ends the run
+    early_stopping_patience: int = 5  # validations without improvement before stopping; 0 = off
+    finetune_targets: str = "random"  # "random" position per user and epoch | the "last" training item
+    objective_per: str = "batch"  # pretraining objective drawn per "batch" (THUDM GLM) or per "row"
+    learning_rate: float | None = None  # default: 5e-4 random init, 2e-4 LoRA, 5e-5 full fine-tuning of a pretrained LM
+    warmup_ratio: float = 0.05  # pretraining (linear decay over its fixed length); fine-tuning is constant
+    batch_size: int = 32  # the paper's, per GPU
+    eval_batch_size: int = 16
+    max_items: int = 20  # history window in items
+    max_item_tokens: int = 32
+    max_length: int = 512  # tokens of a next-item row (the native GLM's position tables have this many rows)
+    beam_size: int = 20  # beams for validation, test and the checkpoint (beams >= top_k)
+    dynamic_positions: bool = True  # False: plain GLM positions (the ablation of the paper's Figure 2)
+    eval_users: int | None = None  # validation users per evaluation (a seeded subset); None = all
+    max_steps: int = -1  # per stage (smoke runs)
+    seed: int = 42
+    limit_users: int | None = None
+    progress: bool = True
+
+    def resolved_lora_r(self, pretrained: bool) -> int:
+        return self.lora_r if self.lora_r is not None else (8 if pretrained else 0)
+
+    def resolved_learning_rate(self, pretrained: bool) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        if not pretrained:
+            return 5e-4
+        return 2e-4 if self.resolved_lora_r(pretrained) else 5e-5
+
+
+def build_recsys_glm(backbone, processor, **config):
+    """A RecSysGLMForInfilling on a backbone of `backbones.load_glm_backbone`, fitted to the processor:
+    vocabulary (with its special tokens), the five token ids, catalog size and item-token table.
+    config: further RecSysGLMConfig fields (beam_size, ...)."""
+    import copy
+
+    from ..backbones import THUDMGLMWeights
+    from ..models import RecSysGLMConfig, RecSysGLMForInfilling
+    from ..models.recsys_glm.configuration_recsys_glm import GLMTextConfig
+
+    table = processor.item_token_table()
+    vocab = len(processor.tokenizer)
+    settings = {
+        "num_items": processor.num_items, "max_item_tokens": table.shape[1], "pad_token_id": processor.tokenizer.pad_token_id,
+        "dynamic_positions": bool(processor.settings["dynamic_positions"]), **processor.special_token_ids(), **config,
+    }
+    if isinstance(backbone, GLMTextConfig):  # random init, sized to the vocabulary with the special tokens
+        text = copy.deepcopy(backbone)
+        text.vocab_size = vocab
+        model = RecSysGLMForInfilling(RecSysGLMConfig(text_config=text, **settings))
+    elif isinstance(backbone, THUDMGLMWeights):
+        heads = {"num_attention_heads": backbone.num_attention_heads} if backbone.num_attention_heads else {}
+        model = RecSysGLMForInfilling.from_thudm_glm(backbone.state_dict, **heads, **settings)
+        if vocab > model.get_input_embeddings().weight.shape[0]:  # THUDM pads its vocabulary: usually no resize
+            model.resize_token_embeddings(vocab)
+    else:  # a rotary base model; never shrink an embedding padded beyond the tokenizer
+        rows = backbone.get_input_embeddings().weight.shape[0]
+        model = RecSysGLMForInfilling.from_backbone(backbone, vocab_size=max(vocab, rows), **settings)
+    model.set_catalog(table)
+    return model
+
+
+def train_added_token_rows(model, first_new: int) -> int:
+    """Make the embedding rows from `first_new` on (the special tokens the processor added) trainable
+    while LoRA freezes the rest: without this, [MASK], [START] and [END] would keep their initial
+    (mean) rows. The matrix gets gradients and a hook zeroes those of the backbone's own rows, so
+    AdamW without weight decay (the recipe's) leaves them exactly as they were. Returns the rows trained."""
+    trained = 0
+    for layer in (model.get_input_embeddings(), model.get_output_embeddings()):
+        if layer is None or layer.weight.shape[0] <= first_new:
+            continue
+        keep = torch.zeros(layer.weight.shape[0], 1, dtype=layer.weight.dtype)
+        keep[first_new:] = 1
+        layer.weight.requires_grad_(True)
+        layer.weight.register_hook(lambda grad, keep=keep: grad * keep.to(grad.device))
+        trained = max(trained, layer.weight.shape[0] - first_new)
+    return trained
+
+
+def train_recsys_glm(data, output_dir: str, cfg: RecSysGLMTrainingConfig | None = None, overwrite: bool = False,
+                     dataset_spec: dict | None = None):
+    """Blank-infilling pretraining on behaviour windows (RecSysGLMPretrainCollator), then next-item
+    fine-tuning (RecSysGLMNextItemCollator) validated by trie-constrained beam search, best checkpoint
+    on validation NDCG@10 with early stopping; LoRA adapters merged before saving (merge_lora).
+    Returns (model, processor, validation metrics)."""
+    from ..backbones import THUDMGLMWeights, load_glm_backbone
+    from .lancer import validation_subset
+    from .ranking import RecommenderEvalCallback
+    from .recsys_glm import TARGETS, RecSysGLMNextItemCollator, RecSysGLMPretrainCollator, recsys_glm_datasets
+
+    cfg = cfg or RecSysGLMTrainingConfig()
+    if cfg.finetune_targets not in TARGETS:
+        raise ValueError(f"finetune_targets must be one of {TARGETS}, got {cfg.finetune_targets!r}")
+    if cfg.lora_r is not None and cfg.lora_r < 0:
+        raise ValueError(f"lora_r must be >= 0 (0 = full fine-tuning), got {cfg.lora_r}")
+    if cfg.epochs <= 0 and cfg.max_steps <= 0:
+        raise ValueError("epochs must be > 0: the fine-tuning stage is where the checkpoint is selected")
+    _check_output_dir(output_dir, overwrite)
+    set_seed(cfg.seed)
+    texts = data.catalog.texts() + [RECSYS_GLM_DEFAULTS["instruction"], RECSYS_GLM_DEFAULTS["separator"]]
+    backbone, tokenizer, pretrained = load_glm_backbone(cfg.backbone, texts=texts, num_layers=cfg.lm_layers,
+                                                        max_sequence_length=cfg.max_length)
+    # what ran is what training_info.json records (None resolved by the backbone)
+    cfg = replace(cfg, lora_r=cfg.resolved_lora_r(pretrained), learning_rate=cfg.resolved_learning_rate(pretrained))
+    own_tokens = len(tokenizer)
+    settings = {}
+    if isinstance(backbone, THUDMGLMWeights):
+        cfg = replace(cfg, max_length=min(cfg.max_length, backbone.max_sequence_length))  # its position tables
+        vocab = tokenizer.get_vocab()
+        settings = {key: name for key, name in (("start_token", "<|startofpiece|>"), ("end_token", "<|endofpiece|>"))
+                    if name in vocab}  # GLM's own sop / eop, trained with the weights
+    processor = SeqRecProcessor(
+        tokenizer, data.catalog, method="recsys_glm", max_items=cfg.max_items, max_item_tokens=cfg.max_item_tokens,
+        max_length=cfg.max_length, dynamic_positions=cfg.dynamic_positions, **settings,
+    )
+    model = build_recsys_glm(backbone, processor, beam_size=cfg.beam_size)
+    new_rows = 0
+    if cfg.lora_r:
+        model.enable_lora(r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
+        if cfg.train_new_tokens:
+            new_rows = train_added_token_rows(model, own_tokens)
+    if torch.cuda.is_available():
+        model.cuda()
+    work_dir = os.path.join(output_dir, "trainer_checkpoints")
+    common = dict(batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, learning_rate=cfg.learning_rate,
+                  seed=cfg.seed, progress=cfg.progress, remove_unused_columns=False)  # raw rows; the collators tokenize
+    if cfg.pretrain_epochs > 0:
+        train_ds, _ = recsys_glm_datasets(data, "pretrain", cfg.limit_users)
+        args = _training_arguments(work_dir + "-pretrain", epochs=cfg.pretrain_epochs, max_steps=cfg.max_steps,
+                                   select_on_validation=False, **common, **_warmup(cfg.warmup_ratio))  # fixed length: linear
+        Trainer(model=model, args=args, train_dataset=train_ds,
+                data_collator=RecSysGLMPretrainCollator(processor, seed=cfg.seed, objective_per=cfg.objective_per)).train()
+        shutil.rmtree(work_dir + "-pretrain", ignore_errors=True)
+    train_ds, valid_ds = recsys_glm_datasets(data, "finetune", cfg.limit_users)
+    valid_ds = validation_subset(valid_ds, cfg.eval_users, cfg.seed)
+    args = _training_arguments(work_dir, epochs=cfg.epochs, max_steps=cfg.max_steps, lr_scheduler_type="constant", **common)
+    trainer = Trainer(
+        model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds,
+        data_collator=RecSysGLMNextItemCollator(processor, targets=cfg.finetune_targets, seed=cfg.seed),
+        callbacks=[RecommenderEvalCallback(processor, valid_ds, batch_size=cfg.eval_batch_size, top_k=cfg.beam_size),
+                   *early_stopping(cfg.early_stopping_patience)],
+    )
+    merge = bool(cfg.lora_r and cfg.merge_lora)
+    tuning = {"pretrained_backbone": pretrained, "mode": f"lora r={cfg.lora_r}" if cfg.lora_r else "full fine-tuning",
+              "lora_merged": merge, "new_token_rows_trained": new_rows}
+    return _train_and_save(trainer, processor, output_dir, "recsys_glm", data, cfg, dataset_spec,
+                           before_save=(lambda m: m.merge_lora()) if merge else None, extra_info={"tuning": tuning})
+
+
 def _logged_eval(state, best_checkpoint: str | None) -> dict:
     """The validation metrics logged at the best checkpoint's step (spares one more evaluation,
     which for generative models means beam search over every validation user)."""
@@ -458,13 +622,18 @@ def selection_record(trainer: Trainer) -> dict:
     }
 
 
-def _train_and_save(trainer: Trainer, processor, output_dir: str, method: str, data, cfg, dataset_spec):
+def _train_and_save(trainer: Trainer, processor, output_dir: str, method: str, data, cfg, dataset_spec,
+                    before_save=None, extra_info: dict | None = None):
     """Train, re-evaluate the best (validation) model, save it with its training info, drop the
-    Trainer's intermediate checkpoints. Returns (model, processor, validation metrics)."""
+    Trainer's intermediate checkpoints. `before_save(model)` runs on the selected model before it is
+    saved (RecSysGLM: merge LoRA); `extra_info` joins training_info.json. Returns (model, processor,
+    validation metrics)."""
     trainer.train()
     model = trainer.model
     best = trainer.state.best_model_checkpoint
     valid_metrics = _logged_eval(trainer.state, best) or trainer.evaluate()
+    if before_save is not None:
+        before_save(model)
     save_checkpoint(model, processor, output_dir, info={
         "method": method,
         "dataset": dataset_spec or {"source": data.name},
@@ -476,6 +645,7 @@ def _train_and_save(trainer: Trainer, processor, output_dir: str, method: str, d
             **ranking_summary(valid_metrics),
             "users": len(trainer.eval_dataset),
         },
+        **(extra_info or {}),
     })
     shutil.rmtree(trainer.args.output_dir, ignore_errors=True)  # the best model is saved above
     return model, processor, valid_metrics

@@ -409,8 +409,9 @@ class RecSysGLMForInfilling(RecSysGLMPreTrainedModel, GenerationMixin):
         if getattr(base.config, "quantization_config", None) is not None:  # a dequantized GGUF: plain floats
             delattr(base.config, "quantization_config")
         base.hf_quantizer = None
+        implementation = base.config._attn_implementation  # read first: the config below resets it (same object)
         config = RecSysGLMConfig(text_config=base.config, **config_kwargs)
-        config.text_config._attn_implementation = base.config._attn_implementation
+        config.text_config._attn_implementation = implementation
         config.text_config._name_or_path = public_name(base.config._name_or_path)  # saved: never a local path
         model = cls(config, backbone=base)
         if getattr(model, "lm_head", None) is not None:
