@@ -82,8 +82,9 @@ def _load_pretrained(spec: str, load, built_in: str, example: str = "org/name"):
         ) from err
 
 
-def _load_decoder(auto_class, spec: str, texts: Iterable[str] | None, dtype):
-    """`auto_class` (AutoModel or AutoModelForCausalLM) for a backbone spec, and its tokenizer."""
+def _load_decoder(auto_class, spec: str, texts: Iterable[str] | None, dtype, missing_keys: list | None = None):
+    """`auto_class` (AutoModel or AutoModelForCausalLM) for a backbone spec, and its tokenizer.
+    missing_keys: a list that receives the weights a folder / Hub checkpoint did not hold."""
     if spec == "tiny":
         if texts is None:
             raise ValueError("the tiny backbone trains its tokenizer on item texts: pass texts=")
@@ -104,10 +105,13 @@ def _load_decoder(auto_class, spec: str, texts: Iterable[str] | None, dtype):
             delattr(model.config, "quantization_config")
         model.config._name_or_path = SMOLLM2_HUB_ID  # the public model, not the GGUF's folder in this venv
         return model, tokenizer
-    return _load_pretrained(
-        spec, lambda s: (auto_class.from_pretrained(s, dtype=dtype), AutoTokenizer.from_pretrained(s)),
-        "'tiny', 'smollm2-135m'", "e.g. gpt2" if auto_class is not AutoModel else "org/name",
-    )
+    def load(path):
+        model, info = auto_class.from_pretrained(path, dtype=dtype, output_loading_info=True)
+        if missing_keys is not None:
+            missing_keys.extend(info["missing_keys"])
+        return model, AutoTokenizer.from_pretrained(path)
+
+    return _load_pretrained(spec, load, "'tiny', 'smollm2-135m'", "e.g. gpt2" if auto_class is not AutoModel else "org/name")
 
 
 def load_backbone(spec: str, texts: Iterable[str] | None = None, dtype=None):
@@ -219,7 +223,8 @@ def load_glm_backbone(spec: str, texts: Iterable[str] | None = None, dtype=None,
           vocab_size set when the model is built; tokenizer trained on `texts`),
           a THUDM GLM folder (backbone a `THUDMGLMWeights`; its tokenizer must load with AutoTokenizer),
           or any rotary spec of `load_backbone` ("tiny", "smollm2-135m", a Llama-family folder / Hub id;
-          backbone the base model).
+          backbone the causal LM, so that `from_backbone` keeps an untied pretrained head; the base
+          model when the folder holds no head, whose head then starts from the input embedding).
     num_layers: keep only the first N blocks (CPU budget). pretrained: False for random init.
     """
     from .models.recsys_glm.configuration_recsys_glm import GLMTextConfig
@@ -256,7 +261,12 @@ def load_glm_backbone(spec: str, texts: Iterable[str] | None = None, dtype=None,
         rows = state_dict["glm.transformer.position_embeddings.weight"].shape[0]
         weights = THUDMGLMWeights(state_dict, fields.get("num_attention_heads"), rows)
         return weights, tokenizer, True
-    backbone, tokenizer = load_backbone(spec, texts=texts, dtype=dtype)
+    from transformers import AutoModelForCausalLM
+
+    missing: list = []
+    backbone, tokenizer = _load_decoder(AutoModelForCausalLM, spec, texts, dtype, missing_keys=missing)
     if num_layers is not None:
         keep_first_layers(backbone, num_layers)
+    if any(key.startswith("lm_head.") for key in missing):  # a base model's folder: no head to keep
+        backbone = backbone.base_model
     return backbone, tokenizer, spec != "tiny"

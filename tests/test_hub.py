@@ -317,3 +317,54 @@ def test_a_recsys_glm_checkpoint_reloads_through_the_auto_classes_with_the_same_
     _, ablation = build_recsys_glm_toy(catalog, kind, dynamic_positions=False)
     with pytest.raises(ValueError, match="dynamic_positions mismatch"):
         SeqRecPipeline(loaded, ablation)
+
+
+def test_merged_recsys_glm_and_lancer_checkpoints_load_as_remote_code_without_peft(catalog, tmp_path):
+    """transformers' check_imports refuses a remote-code file that imports a missing package anywhere,
+    methods included, unless inside a try block: a merged RecSysGLM checkpoint and a LANCER one
+    (no adapters) must load where neither genrec_hf nor peft can be imported."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    import torch
+
+    model, processor = build_recsys_glm_toy(catalog, "llama")
+    model.enable_lora(r=2)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.05)
+    model.merge_lora()
+    lancer, lancer_processor = build_lancer(catalog)
+    histories = [[1, 2, 3], [4, 5]]
+    expected = {}
+    for name, (m, proc) in {"recsys_glm": (model, processor), "lancer": (lancer, lancer_processor)}.items():
+        save_checkpoint(m, proc, str(tmp_path / name))
+        expected[name] = m.eval().recommend(**proc(histories), top_k=3).item_ids
+    torch.save(expected, tmp_path / "expected.pt")
+    script = textwrap.dedent(f"""
+        import importlib.util, sys
+        sys.modules["genrec_hf"] = None
+        sys.modules["peft"] = None  # as if not installed: find_spec says None, importing raises
+        assert importlib.util.find_spec("peft") is None
+        import torch
+        from transformers import AutoModel, AutoProcessor
+        expected = torch.load({str(tmp_path / 'expected.pt')!r})
+        for name in ("recsys_glm", "lancer"):
+            folder = {str(tmp_path)!r} + "/" + name
+            model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+            processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+            assert "genrec_hf" not in type(model).__module__ and "genrec_hf" not in type(processor).__module__
+            got = model.recommend(**processor({histories!r}), top_k=3).item_ids
+            assert torch.equal(got, expected[name]), (name, got, expected[name])
+        assert "peft" not in {{m.split(".")[0] for m in sys.modules if sys.modules[m] is not None}}
+        print("loaded without peft")
+    """)
+    env = {**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"),
+           "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd="/tmp",
+                            stdin=subprocess.DEVNULL, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "loaded without peft" in result.stdout

@@ -170,3 +170,32 @@ def test_recsys_glm_on_a_thudm_glm_folder(ml100k, tmp_path):
     assert processor.settings["max_length"] == 256  # bounded by the position tables
     assert model.config.start_token_id == tokenizer.convert_tokens_to_ids("<|startofpiece|>")  # GLM's own sop / eop
     assert model.config.end_token_id == tokenizer.convert_tokens_to_ids("<|endofpiece|>")
+
+
+def test_recsys_glm_on_a_pretrained_lm_keeps_its_untied_head(catalog, tmp_path):
+    """A rotary folder is loaded with its head: an untied pretrained lm_head is kept (not replaced by
+    the input embedding); a tied LM gets no head of its own; a folder without a head (a base
+    model) starts its head from the input embedding."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from genrec_hf import SeqRecProcessor
+    from genrec_hf.backbones import load_glm_backbone, tiny_config, train_tokenizer
+    from genrec_hf.training.recipes import build_recsys_glm
+
+    tokenizer = train_tokenizer(catalog.texts(), vocab_size=400)
+    torch.manual_seed(0)
+    lm = AutoModelForCausalLM.from_config(tiny_config("llama", vocab_size=len(tokenizer), tie_word_embeddings=False))
+    tied = AutoModelForCausalLM.from_config(tiny_config("llama", vocab_size=len(tokenizer), tie_word_embeddings=True))
+    for name, model in (("untied", lm), ("tied", tied), ("base", lm.model)):
+        model.save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+    rows = len(tokenizer)
+    for name, head in (("untied", lm.lm_head.weight), ("tied", None), ("base", lm.model.embed_tokens.weight)):
+        backbone, tok, pretrained = load_glm_backbone(str(tmp_path / name), num_layers=1)
+        model = build_recsys_glm(backbone, SeqRecProcessor(tok, catalog, method="recsys_glm"))
+        assert pretrained and model.config.text_config.num_hidden_layers == 1
+        if head is None:
+            assert model.get_output_embeddings() is None, name  # the output layer is the input embedding
+        else:
+            assert torch.equal(model.lm_head.weight[:rows], head), name

@@ -375,6 +375,21 @@ def test_trie_decoding_yields_only_catalog_items(kind):
     assert bool((free.num_valid <= free.num_generated).all())
 
 
+def test_generate_refuses_a_part_b_that_ends_in_padding():
+    """generate continues after the last column: a row with a shorter Part B (right-padded) would be
+    read and continued from a padding column. recommend's rows (Part B = [START]) are never padded."""
+    model = build("glm")
+    rows = [encode([30, (10, 11, 12), 31, "M"], [[(14,)]]), encode([(16, 19), 31, "M"], [[]])]  # [START] 14 | [START]
+    batch = collate(rows)
+    del batch["labels"]
+    assert batch["attention_mask"][:, -1].tolist() == [1, 0]
+    with pytest.raises(ValueError, match=r"rows \[1\] end in padding: to generate, Part B must end every row at the last column"):
+        model.generate(**batch, max_new_tokens=2, num_beams=1, do_sample=False)
+    alone = collate(rows[1:])
+    del alone["labels"]
+    assert model.generate(**alone, max_new_tokens=2, num_beams=1, do_sample=False).shape[0] == 1
+
+
 # -- 5. LoRA ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -402,6 +417,49 @@ def test_lora_targets_trainable_parameters_saving_and_merging(kind, tmp_path):
     loaded.merge_lora()
     assert not any(hasattr(m, "lora_A") for m in loaded.modules()) and loaded.config.lora is None
     assert torch.allclose(logits(loaded, batch), want, atol=1e-5)
+
+
+def test_merge_lora_removes_the_gradient_mask_of_the_added_token_rows():
+    """train_added_token_rows masks the gradient of the backbone's own rows while LoRA trains; after
+    merge_lora every parameter trains, those rows included (continued full fine-tuning)."""
+    from genrec_hf.training.recipes import train_added_token_rows
+
+    model = build("llama", text=text_config("llama", tie_word_embeddings=False)).train()
+    model.enable_lora(r=2)
+    first_new = 20  # ROWS hold tokens on both sides: 10-16 "own", 20-37 "added"
+    assert train_added_token_rows(model, first_new) == V - first_new
+
+    def row_grads():
+        model.zero_grad(set_to_none=True)
+        model(**collate(ROWS)).loss.backward()
+        return [w.grad.abs().amax(dim=1) for w in (model.get_input_embeddings().weight, model.lm_head.weight)]
+
+    for grad in row_grads():
+        assert float(grad[:first_new].max()) == 0.0 and float(grad[first_new:].max()) > 0
+    model.merge_lora()
+    assert not model._frozen_row_hooks
+    for grad in row_grads():
+        assert float(grad[10:17].min()) > 0  # the own rows the batch uses train now
+
+
+@pytest.mark.parametrize("kind", ["glm", "llama-untied"])
+def test_added_token_rows_start_distinct(kind):
+    """transformers' mean resizing scales the covariance by 1e-9: [MASK], [START], [END], ... would
+    start identical. They start about as far apart as two old rows."""
+    text = text_config("llama", tie_word_embeddings=False) if kind == "llama-untied" else None
+    model = build(kind.split("-")[0], catalog=False, text=text)
+    model.resize_token_embeddings(V + 5)
+    layers = [model.get_input_embeddings()] + ([model.lm_head] if kind == "llama-untied" else [])
+    for layer in layers:
+        weight = layer.weight.detach()
+
+        def spread(rows):
+            d = torch.cdist(rows, rows)
+            return float(d[~torch.eye(len(rows), dtype=torch.bool)].mean())
+
+        ratio = spread(weight[V:]) / spread(weight[:V])
+        assert 0.7 < ratio < 1.4, (type(layer).__name__, ratio)
+        assert float((weight[V:].mean(0) - weight[:V].mean(0)).abs().max()) < 3 * float(weight[:V].std(0).max())
 
 
 # -- 6. THUDM converter -----------------------------------------------------------------------------

@@ -500,8 +500,9 @@ def build_recsys_glm(backbone, processor, **config):
 def train_added_token_rows(model, first_new: int) -> int:
     """Make the embedding rows from `first_new` on (the special tokens the processor added) trainable
     while LoRA freezes the rest: without this, [MASK], [START] and [END] would keep their initial
-    (mean) rows. The matrix gets gradients and a hook zeroes those of the backbone's own rows, so
-    AdamW without weight decay (the recipe's) leaves them exactly as they were. Returns the rows trained."""
+    rows. The matrix gets gradients and a hook zeroes those of the backbone's own rows, so
+    AdamW without weight decay (the recipe's) leaves them exactly as they were. The hooks go into
+    `model._frozen_row_hooks`, which `merge_lora` removes. Returns the rows trained."""
     trained = 0
     for layer in (model.get_input_embeddings(), model.get_output_embeddings()):
         if layer is None or layer.weight.shape[0] <= first_new:
@@ -509,7 +510,7 @@ def train_added_token_rows(model, first_new: int) -> int:
         keep = torch.zeros(layer.weight.shape[0], 1, dtype=layer.weight.dtype)
         keep[first_new:] = 1
         layer.weight.requires_grad_(True)
-        layer.weight.register_hook(lambda grad, keep=keep: grad * keep.to(grad.device))
+        model._frozen_row_hooks.append(layer.weight.register_hook(lambda grad, keep=keep: grad * keep.to(grad.device)))
         trained = max(trained, layer.weight.shape[0] - first_new)
     return trained
 

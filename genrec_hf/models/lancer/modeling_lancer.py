@@ -292,7 +292,10 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
         if self.config.lora:
             raise ValueError("LoRA adapters are already in this model")
         if target_modules is None:
-            from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+            try:  # inside try: see _inject_lora
+                from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+            except ImportError as err:
+                raise ImportError("LoRA needs peft: pip install peft") from err
 
             model_type = self.config.text_config.model_type
             if model_type not in TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING:
@@ -303,7 +306,12 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
         self.config.lora = settings
 
     def _inject_lora(self, settings: dict) -> None:
-        from peft import LoraConfig, inject_adapter_in_model
+        # try/except: transformers' check_imports skips imports inside try blocks, so a checkpoint
+        # without adapters loads with trust_remote_code where peft is not installed
+        try:
+            from peft import LoraConfig, inject_adapter_in_model
+        except ImportError as err:
+            raise ImportError("LoRA needs peft: pip install peft") from err
 
         inject_adapter_in_model(LoraConfig(**settings), self.lm)
 

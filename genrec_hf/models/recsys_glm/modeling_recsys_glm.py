@@ -388,6 +388,9 @@ class RecSysGLMForInfilling(RecSysGLMPreTrainedModel, GenerationMixin):
             "item_token_ids", torch.full((config.num_items, config.max_item_tokens), -1, dtype=torch.long), persistent=True
         )
         self._trie: TokenTrie | None = None
+        # gradient hooks that keep rows frozen while LoRA trains (the recipe's train_added_token_rows);
+        # merge_lora removes them with the adapters, so full training afterwards updates every row
+        self._frozen_row_hooks: list = []
         self.post_init()
         if config.lora:
             self._inject_lora(config.lora)  # after post_init: its init must not touch LoRA's (B = 0)
@@ -461,21 +464,32 @@ class RecSysGLMForInfilling(RecSysGLMPreTrainedModel, GenerationMixin):
     def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True):
         """transformers' resize (len(tokenizer) after the special tokens), keeping this model's leaf
         classes and init: transformers builds plain nn.Embedding / nn.Linear modules and, without
-        mean_resizing, initialises their new rows through `_init_weights`, which matches neither."""
+        mean_resizing, initialises their new rows through `_init_weights`, which matches neither.
+        With mean_resizing the new rows are the old rows' mean plus noise at their per-dimension std
+        (torch's RNG), so the added tokens start distinct."""
         old = self.get_input_embeddings().weight.shape[0]
-        out = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        # new rows are set below either way: skip transformers' covariance (H x H, slow for a wide LM)
+        out = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing=False)
         self._trie = None  # trie keys are node * vocab + token: a new vocabulary needs a new trie
         embeddings, head = self.get_input_embeddings(), self.get_output_embeddings()
         if self.backbone_kind == GLM_TEXT_MODEL_TYPE:
             embeddings.__class__ = GLMEmbedding
         if head is not None:
             head.__class__ = RecSysGLMLMHead
-        if not mean_resizing:
-            std = getattr(self.config.text_config, "initializer_range", 0.02)
-            with torch.no_grad():
-                for weight in (embeddings.weight, head.weight if head is not None else None):
-                    if weight is not None and weight.shape[0] > old:
-                        weight[old:].normal_(0.0, std)
+        std = getattr(self.config.text_config, "initializer_range", 0.02)
+        with torch.no_grad():
+            for weight in (embeddings.weight, head.weight if head is not None else None):
+                if weight is None or weight.shape[0] <= old:
+                    continue
+                if not mean_resizing:
+                    weight[old:].normal_(0.0, std)
+                    continue
+                # transformers' mean resizing scales the covariance by 1e-9: the new rows ([MASK],
+                # [START], [END], ...) would start identical. The old rows' mean plus noise at their
+                # per-dimension std keeps them apart by about as much as two old rows.
+                rows = weight[:old].float()
+                noise = torch.randn(weight.shape[0] - old, weight.shape[1], device=weight.device)
+                weight[old:] = (rows.mean(0) + noise * rows.std(0)).to(weight.dtype)
         return out
 
     # -- LoRA ---------------------------------------------------------------------------------------
@@ -492,7 +506,12 @@ class RecSysGLMForInfilling(RecSysGLMPreTrainedModel, GenerationMixin):
         self.config.lora = settings
 
     def _inject_lora(self, settings: dict) -> None:
-        from peft import LoraConfig, inject_adapter_in_model
+        # try/except: transformers' check_imports skips imports inside try blocks, so a merged
+        # checkpoint loads with trust_remote_code where peft is not installed
+        try:
+            from peft import LoraConfig, inject_adapter_in_model
+        except ImportError as err:
+            raise ImportError("LoRA needs peft: pip install peft") from err
 
         inject_adapter_in_model(LoraConfig(**settings), self.backbone)
         self.train(self.training)  # new modules (LoRA dropout) start in train mode: follow the model's
@@ -501,10 +520,13 @@ class RecSysGLMForInfilling(RecSysGLMPreTrainedModel, GenerationMixin):
 
     def merge_lora(self) -> None:
         """Fold the LoRA adapters into the base weights and remove them (a plain model again, every
-        parameter trainable; config.lora is cleared)."""
+        parameter trainable, no gradient hook left from `_frozen_row_hooks`; config.lora is cleared)."""
         if not self.config.lora:
             raise ValueError("this model has no LoRA adapters")
-        from peft.tuners.lora import LoraLayer
+        try:  # inside try: see _inject_lora
+            from peft.tuners.lora import LoraLayer
+        except ImportError as err:
+            raise ImportError("LoRA needs peft: pip install peft") from err
 
         for name, module in list(self.backbone.named_modules()):
             if isinstance(module, LoraLayer):
@@ -512,6 +534,9 @@ class RecSysGLMForInfilling(RecSysGLMPreTrainedModel, GenerationMixin):
                 parent, _, child = name.rpartition(".")
                 setattr(self.backbone.get_submodule(parent) if parent else self.backbone, child, module.get_base_layer())
         self.config.lora = None
+        for handle in self._frozen_row_hooks:
+            handle.remove()
+        self._frozen_row_hooks.clear()
         self.requires_grad_(True)
 
     # -- catalog ------------------------------------------------------------------------------------
@@ -758,6 +783,14 @@ class RecSysGLMForInfilling(RecSysGLMPreTrainedModel, GenerationMixin):
         part_b = torch.arange(length, device=input_ids.device)[None, :] >= a
         if not bool(((input_ids == self.config.start_token_id) & part_b & real).any(dim=1).all()):
             raise ValueError("every prompt's Part B must hold a [START] token (the span being generated)")
+        if not bool(real[:, -1].all()):
+            # generation appends after the last column: a row padded there would be read (and
+            # continued) from a padding column
+            rows = (~real[:, -1]).nonzero().flatten().tolist()
+            raise ValueError(
+                f"rows {rows} end in padding: to generate, Part B must end every row at the last column (prompts whose "
+                "Part B differ in length cannot share a right-padded batch; generate them apart or with the same Part B length)"
+            )
 
     def generate(self, input_ids=None, position_ids=None, part_a_length=None, constrained: bool = False, logits_processor=None, **kwargs):
         """`GenerationMixin.generate` for infilling: continues the last span of each prompt's Part B

@@ -530,8 +530,11 @@ class RecSysGLMProcessor(SeqRecProcessorBase):
     `processor(histories, targets=None, users=None)`: next-item rows (inference: Part B = [START];
     with targets: the fine-tuning rows). A user given as a dict of fields (`{"age": 25,
     "occupation": "writer"}`) is written before the instruction, each value an entity; a user id
-    string adds nothing. Pretraining rows: `encode_pretraining` / `encode_infilling` (lists, one
-    row; `pad` makes a batch), as the collators in `genrec_hf.training.recsys_glm` use them.
+    string adds nothing. Such dicts (or `user_features` in the collators' raw rows) are the only
+    source of user features: the dataset loaders read none (ml-100k's `.user` table is not
+    loaded) and evaluation passes user ids, so ml-100k runs use behaviour only. Pretraining rows:
+    `encode_pretraining` / `encode_infilling` (lists, one row; `pad` makes a batch), as the
+    collators in `genrec_hf.training.recsys_glm` use them.
     """
 
     method = "recsys_glm"
