@@ -237,7 +237,7 @@ class SeqRecProcessorBase:
         Hub options (revision, token, cache_dir, ...) go to the download.
         """
         source = str(pretrained_model_name_or_path)
-        kwargs.pop("trust_remote_code", None)
+        trust_remote_code = kwargs.pop("trust_remote_code", None)
         kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_")}  # _from_auto and the like
         overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in cls.format_class.defaults}
         unknown = sorted(set(kwargs) - set(HUB_KWARGS))
@@ -249,7 +249,8 @@ class SeqRecProcessorBase:
             raise ValueError(f"{source} holds a {method} processor, not {cls.method}: load it with SeqRecProcessor.from_pretrained")
         for key in ("processor_class", "auto_map"):
             config.pop(key, None)
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        # the user's answer goes on to the tokenizer: the folder's config.json names a remote-code model
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
         catalog = ItemCatalog.from_pretrained(os.path.dirname(catalog_path))
         processor = cls(tokenizer, catalog, **{**config, **overrides})
         model_config = cached_file(source, "config.json", _raise_exceptions_for_missing_entries=False, **kwargs)
