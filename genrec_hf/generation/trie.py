@@ -212,3 +212,19 @@ def prefix_allowed_tokens_oracle(sequences: torch.Tensor, prefix_length: int, eo
         return list(node) if node else [eos_token_id]
 
     return allowed
+
+
+def repeat_factor(*tensors: torch.Tensor | None) -> int:
+    """k if the batch is made of consecutive groups of k identical rows (k > 1), else 1: beam search
+    repeats each prompt k times, and a model can then run the prompt once per user."""
+    tensors = [t for t in tensors if t is not None]
+    batch = tensors[0].shape[0]
+    if batch < 2:
+        return 1
+    flat = torch.cat([t.reshape(batch, -1).long() for t in tensors], dim=1)
+    same = (flat[1:] == flat[:-1]).all(dim=1)
+    k = int(same.long().cumprod(0).sum()) + 1  # length of the first run of identical rows
+    if k == 1 or batch % k:
+        return 1
+    groups = flat.view(batch // k, k, -1)
+    return k if bool((groups == groups[:, :1]).all()) else 1

@@ -11,7 +11,10 @@ position_ids [B, 2, S], part_a_length [B], labels, entity_ids (the model drops e
 
 from __future__ import annotations
 
+import abc
+
 import numpy as np
+
 from datasets import Dataset
 
 STAGES = ("pretrain", "finetune")
@@ -23,13 +26,14 @@ def _features(row: dict):
     return row.get("user_features")
 
 
-class _RecSysGLMCollator:
+class _RecSysGLMCollator(abc.ABC):
     def __init__(self, processor, seed: int = 0):
         self.processor = processor
         self.rng = np.random.default_rng(seed)
 
+    @abc.abstractmethod
     def encode_row(self, row: dict) -> dict:
-        raise NotImplementedError
+        """One raw dataset row -> one processor row (the collator's objective)."""
 
     def encode_evaluation_row(self, row: dict) -> dict:
         # the next-item row: the loss Trainer reports at evaluation is the recommendation task's

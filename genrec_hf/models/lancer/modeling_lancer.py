@@ -41,7 +41,7 @@ from transformers.utils import ModelOutput
 from .configuration_lancer import LancerConfig
 from .cosine import CosineItemMapper
 from .saving import give_weights_the_umask_mode, public_name
-from .trie import ITEM_BEAM_SEARCH, TokenTrie, TrieConstrainedLogitsProcessor, rank_beams
+from .trie import ITEM_BEAM_SEARCH, TokenTrie, TrieConstrainedLogitsProcessor, rank_beams, repeat_factor
 
 # transformers 5.24 renamed the KV-cache argument `past_key_values` to `cache`; 5.17 has the old name
 CACHE_ARG = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
@@ -144,19 +144,6 @@ class LancerReasoningPrompt(nn.Module):
         return self.mlp(attention @ v)
 
 
-def _repeat_factor(*tensors: torch.Tensor | None) -> int:
-    """k if the batch is made of consecutive groups of k identical rows (k > 1), else 1."""
-    tensors = [t for t in tensors if t is not None]
-    batch = tensors[0].shape[0]
-    if batch < 2:
-        return 1
-    flat = torch.cat([t.reshape(batch, -1).long() for t in tensors], dim=1)
-    same = (flat[1:] == flat[:-1]).all(dim=1)
-    k = int(same.long().cumprod(0).sum()) + 1  # length of the first run of identical rows
-    if k == 1 or batch % k:
-        return 1
-    groups = flat.view(batch // k, k, -1)
-    return k if bool((groups == groups[:, :1]).all()) else 1
 
 
 class LancerPreTrainedModel(PreTrainedModel):
@@ -559,7 +546,7 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
         # (generation only: the shortcut returns logits and cache, nothing else)
         plain = use_cache is not False and not kwargs.get("output_hidden_states") and not kwargs.get("output_attentions")
         if cached == 0 and labels is None and input_ids is not None and not torch.is_grad_enabled() and plain:
-            repeats = _repeat_factor(input_ids, attention_mask, position_ids, prompt_item_ids)
+            repeats = repeat_factor(input_ids, attention_mask, position_ids, prompt_item_ids)
             if repeats > 1:
                 # beam search copies each prompt num_beams times before the first step: run the
                 # prompt once per user and copy the result (the cache and the logits) instead

@@ -50,7 +50,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_recsys_glm import GLM_TEXT_MODEL_TYPE, GLMTextConfig, RecSysGLMConfig
 from .saving import give_weights_the_umask_mode, public_name
-from .trie import ITEM_BEAM_SEARCH, TokenTrie, TrieConstrainedLogitsProcessor, rank_beams
+from .trie import ITEM_BEAM_SEARCH, TokenTrie, TrieConstrainedLogitsProcessor, rank_beams, repeat_factor
 
 # transformers 5.24 renamed the KV-cache argument `past_key_values` to `cache`; 5.17 has the old name
 CACHE_ARG = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
@@ -181,19 +181,6 @@ def infilling_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batc
     return total / torch.as_tensor(count, device=total.device, dtype=total.dtype).clamp(min=1)
 
 
-def _repeat_factor(*tensors: torch.Tensor | None) -> int:
-    """k if the batch is made of consecutive groups of k identical rows (k > 1), else 1."""
-    tensors = [t for t in tensors if t is not None]
-    batch = tensors[0].shape[0]
-    if batch < 2:
-        return 1
-    flat = torch.cat([t.reshape(batch, -1).long() for t in tensors], dim=1)
-    same = (flat[1:] == flat[:-1]).all(dim=1)
-    k = int(same.long().cumprod(0).sum()) + 1  # length of the first run of identical rows
-    if k == 1 or batch % k:
-        return 1
-    groups = flat.view(batch // k, k, -1)
-    return k if bool((groups == groups[:, :1]).all()) else 1
 
 
 # -- the native GLM backbone ------------------------------------------------------------------------
@@ -679,7 +666,7 @@ class RecSysGLMForInfilling(RecSysGLMPreTrainedModel, GenerationMixin):
         )
         plain = use_cache and not output_hidden_states and not output_attentions
         if past == 0 and labels is None and input_ids is not None and not torch.is_grad_enabled() and plain:
-            repeats = _repeat_factor(input_ids, attention_mask, position_ids, part_a_length)
+            repeats = repeat_factor(input_ids, attention_mask, position_ids, part_a_length)
             if repeats > 1:
                 # beam search copies each prompt num_beams times before the first step: run it once
                 # per row and copy the result (the cache and the logits) instead
