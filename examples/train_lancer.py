@@ -74,6 +74,8 @@ class LancerArguments:
                                                                    f"{LANCER_DEFAULTS['instruction']!r}; '' = none)"})
     separator: str = field(default=" ->", metadata={"help": "text after every item; it ends a generated item"})
     loss_on: str = field(default="items", metadata={"help": "items (every item's tokens, eq. 2) | target (the last item's)"})
+    prompt_visibility: str = field(default="causal", metadata={"help": "reasoning slots a training token attends: causal "
+                                                                       "(slot j once item j is read) | all (a plain prefix)"})
     windows: str = field(default="random", metadata={"help": "training target per user and epoch: random position | last item"})
     knowledge_epochs: float = field(default=3.0, metadata={"help": "knowledge-stage epochs (not in the paper); 0 skips it"})
     stage2: str = field(default="none", metadata={"help": "none | full (the paper) | lora"})
@@ -119,7 +121,8 @@ def main():
                                    num_layers=largs.lm_layers)
     processor = SeqRecProcessor(
         tokenizer, catalog, method="lancer", variant=largs.variant, max_items=largs.max_items,
-        max_item_tokens=largs.max_item_tokens, separator=largs.separator, loss_on=largs.loss_on, seed=training_args.seed,
+        max_item_tokens=largs.max_item_tokens, separator=largs.separator, loss_on=largs.loss_on,
+        prompt_visibility=largs.prompt_visibility, seed=training_args.seed,
         **({"instruction": largs.instruction} if largs.instruction is not None else {}),
     )
     model = LancerForSeqRec.from_lm(

@@ -43,6 +43,7 @@ LANCER_FLAGS = {
     "--stage2-epochs": "stage2_epochs", "--stage2-learning-rate": "stage2_learning_rate", "--variant": "variant",
     "--decode": "decode", "--eval-users": "eval_users", "--lora-r": "lora_r", "--lora-alpha": "lora_alpha",
     "--num-knowledge-tokens": "num_knowledge_tokens", "--prompt-hidden-size": "prompt_hidden_size", "--loss-on": "loss_on",
+    "--prompt-visibility": "prompt_visibility",
     "--lm-layers": "lm_layers", "--init-from": "init_from",
 }
 # train flags only some methods read: --flag -> (args dest, those methods); unset they are None
@@ -494,6 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continue a saved LANCER checkpoint folder (more stage-1 epochs, or stage 2 on it); skips the knowledge stage")
     la.add_argument("--loss-on", default=None, choices=("items", "target"),
                     help="items (default; every item's tokens, eq. 2) | target (the predicted item's only)")
+    la.add_argument("--prompt-visibility", default=None, choices=("causal", "all"),
+                    help="reasoning-prompt slots a training token attends: causal (default; slot j once item j is read, "
+                         "so no item is predicted from its own vector) | all (a plain prefix)")
     rg = tr.add_argument_group("recsys_glm", "blank-infilling pretraining ([MASK] / [sMASK] / [gMASK] on behaviour "
                                               "windows, --pretrain-epochs), then next-item fine-tuning (--epochs) selected "
                                               "on validation NDCG@10 (trie-constrained beam search, --beam-size beams)")

@@ -441,6 +441,46 @@ def test_reasoning_prompt_depends_on_the_history_and_only_on_real_slots(processo
     assert not torch.allclose(_logits(model, one, prompt_item_ids=padded), _logits(knowledge_only, one, prompt_item_ids=None), atol=1e-4)
 
 
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_no_training_token_sees_the_vector_of_the_item_it_predicts(tokenizer, model_type):
+    # loss_on="items" labels every window item while the reasoning prompt holds those same items:
+    # with a plain prefix the model learns to copy them. "causal" opens slot j at the end of item j.
+    causal, plain = _processor(tokenizer), _processor(tokenizer, prompt_visibility="all")
+    histories, targets = [[1, 2, 3], [6, 7, 8, 9, 10]], [5, 12]
+    batch = causal(histories, targets=targets)
+    tokens, sep = causal.item_tokens(), causal.separator_ids
+    for row, history in enumerate(histories):
+        window = history[-4:]
+        visible = batch["prompt_slots_visible"][row].tolist()
+        expected, end = [], len(visible)
+        for pos, item in reversed(list(enumerate(window + [targets[row]]))):
+            piece = len(tokens[item]) + len(sep)
+            expected = [min(pos, len(window))] * (piece - 1) + [min(pos + 1, len(window))] + expected
+            end -= piece
+        assert visible[end:] == expected and set(visible[:end]) == {0}
+        pads = batch["attention_mask"][row].tolist().index(1)
+        assert set(plain(histories, targets=targets)["prompt_slots_visible"][row].tolist()[pads:]) == {len(window)}
+    assert "prompt_slots_visible" not in causal(histories)  # generation reads every slot
+
+    model = build(causal, model_type, initializer_range=0.2)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "prompt_item_ids")}
+    with torch.no_grad():
+        model.refresh_item_vectors()
+        # every slot open: the 4D mask gives what the plain 2D mask gives (left padding included)
+        everything = causal.pad({"input_ids": [r.tolist() for r in batch["input_ids"]],
+                                 "prompt_slots_visible": [[4] * batch["input_ids"].shape[1]] * 2})["prompt_slots_visible"]
+        real = batch["attention_mask"].bool()
+        torch.testing.assert_close(model(**inputs, prompt_slots_visible=everything).logits[real], model(**inputs).logits[real],
+                                   atol=1e-5, rtol=1e-4)
+        before = model(**inputs, prompt_slots_visible=batch["prompt_slots_visible"]).logits
+        model.item_vectors[8].add_(torch.randn_like(model.item_vectors[8]) * 5)  # row 1's second window item
+        after = model(**inputs, prompt_slots_visible=batch["prompt_slots_visible"]).logits
+    opens = batch["prompt_slots_visible"][1].tolist().index(2)  # the last token of item 8's text
+    changed = (before[1] - after[1]).abs().amax(dim=-1) > 1e-4
+    assert not changed[:opens].any() and changed[opens:].all()
+    assert torch.allclose(before[0], after[0], atol=1e-6)  # row 0 does not hold item 8
+
+
 # -- 5. cosine mapping (eq. 12) ---------------------------------------------------------------------
 
 def test_cosine_mapping_finds_each_item_from_its_own_text(models, processor):

@@ -185,7 +185,8 @@ class SeqRecProcessorBase:
             for i, h in enumerate(histories)
         ]
         want_labels = return_labels if return_labels is not None else targets is not None
-        keys = [k for k in self.format.output_keys if want_labels or k != "labels"]
+        training_keys = getattr(self.format, "training_keys", ("labels",))
+        keys = [k for k in self.format.output_keys if want_labels or k not in training_keys]
         return self.pad({k: [r[k] for r in rows] for k in keys}, return_tensors=return_tensors)
 
     def pad(self, data: dict, return_tensors: str | None = "pt") -> BatchEncoding:

@@ -298,7 +298,8 @@ class LancerTrainingConfig:
     lora_alpha: int = 16
     early_stopping_patience: int = 5  # validations without improvement before a stage stops; 0 = off
     windows: str = "random"  # training target per user and epoch: "random" position or the "last" item
-    loss_on: str = "items"  # "items": every item's tokens (eq. 2) | "target": the predicted item's only
+    loss_on: str | None = None  # "items": every item's tokens (eq. 2) | "target": the predicted item's only; None = "items" (or init_from's)
+    prompt_visibility: str | None = None  # reasoning slots per training token: "causal" | "all"; None = "causal" (or init_from's)
     learning_rate: float = 2e-4
     stage2_learning_rate: float | None = None  # default: learning_rate
     batch_size: int = 16
@@ -346,12 +347,21 @@ def train_lancer(data, output_dir: str, cfg: LancerTrainingConfig | None = None,
             raise ValueError(f"catalog mismatch: {cfg.init_from} was trained on another catalog than this dataset's")
         model = LancerForSeqRec.from_pretrained(cfg.init_from)
         prompts = model.config.use_knowledge_prompt
+        # training-row settings may change between runs (they shape the loss, not the model)
+        choices = {"loss_on": ("items", "target"), "prompt_visibility": ("causal", "all")}
+        for key, allowed in choices.items():
+            value = getattr(cfg, key)
+            if value is not None:
+                if value not in allowed:
+                    raise ValueError(f"{key} must be one of {allowed}, got {value!r}")
+                processor.settings[key] = value
     else:
         lm, tokenizer = load_causal_lm(cfg.backbone, texts=_lancer_backbone_texts(data.catalog, cfg), num_layers=cfg.lm_layers)
         settings = {"instruction": cfg.instruction} if cfg.instruction is not None else {}
+        settings.update({k: getattr(cfg, k) for k in ("loss_on", "prompt_visibility") if getattr(cfg, k) is not None})
         processor = SeqRecProcessor(
             tokenizer, data.catalog, method="lancer", variant=cfg.variant, max_items=cfg.max_items,
-            max_item_tokens=cfg.max_item_tokens, separator=cfg.separator, loss_on=cfg.loss_on, seed=cfg.seed, **settings,
+            max_item_tokens=cfg.max_item_tokens, separator=cfg.separator, seed=cfg.seed, **settings,
         )
         model = LancerForSeqRec.from_lm(
             lm, len(data.catalog), processor.separator_ids, vocab_size=len(tokenizer), history_slots=cfg.max_items,

@@ -503,6 +503,30 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
             masks.append(valid.long())
         return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
 
+    def _slot_visibility_mask(self, text_mask, prefix_mask, slots_visible, ref) -> torch.Tensor:
+        """A 4D additive mask [batch, 1, seq, prefix + seq]: the knowledge prompt for every token,
+        reasoning slot j for the tokens at or after the end of item j's text (`slots_visible`, a
+        per-token count), the text causal over its real tokens. Text tokens only see earlier text,
+        so no token learns a slot's content through another token either."""
+        implementation = getattr(self.config.text_config, "_attn_implementation", None)
+        if implementation not in (None, "eager", "sdpa"):
+            raise ValueError(
+                f"prompt_slots_visible is passed to the LM as a 4D mask, which needs attn_implementation "
+                f"'sdpa' or 'eager', not {implementation!r}"
+            )
+        batch, length = text_mask.shape[0], slots_visible.shape[1]
+        if slots_visible.shape != (batch, length) or text_mask.shape[1] != length:
+            raise ValueError(f"prompt_slots_visible has shape {tuple(slots_visible.shape)}, the text {tuple(text_mask.shape)}")
+        knowledge = self.config.num_knowledge_tokens
+        slots = torch.arange(prefix_mask.shape[1] - knowledge, device=ref.device)
+        real = text_mask.bool()
+        text = torch.ones(length, length, dtype=torch.bool, device=ref.device).tril()[None] & real[:, None, :]
+        text |= torch.eye(length, dtype=torch.bool, device=ref.device)[None]  # a padded row still sees itself
+        reasoning = (slots[None, None, :] < slots_visible.to(ref.device)[:, :, None]) & prefix_mask[:, None, knowledge:].bool()
+        visible = torch.cat([prefix_mask[:, None, :knowledge].bool().expand(-1, length, -1), reasoning, text], dim=-1)
+        dtype = self.lm.dtype
+        return torch.zeros(visible.shape, dtype=dtype, device=ref.device).masked_fill(~visible, torch.finfo(dtype).min)[:, None]
+
     # -- forward --------------------------------------------------------------------------------------
     def forward(
         self,
@@ -515,6 +539,7 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         history_item_ids: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        prompt_slots_visible: torch.LongTensor | None = None,
         **kwargs,
     ):
         """
@@ -523,6 +548,9 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
         prompt_item_ids: [batch, <= N] the items whose vectors build the reasoning prompt (-1 = empty).
         labels: [batch, seq] token labels (-100 = ignore); the LM shifts them (eq. 2).
         history_item_ids: accepted and ignored (the processor emits it for recommend).
+        prompt_slots_visible: [batch, seq] (training rows) how many reasoning-prompt slots each text
+            token attends (slot j once the text has read item j; the processor's prompt_visibility).
+            Without it every token attends every real slot, as in generation.
         logits_to_keep: as in transformers' causal LMs (generation asks for the last position only). In
             training mode with labels, logits cover only the columns from the one before the first label.
         The KV cache (`cache`, or `past_key_values` before transformers 5.24) gets the prefixes
@@ -578,7 +606,10 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
                 ], dim=1)
             else:
                 prefix_mask = torch.ones(batch, num_prefix, dtype=torch.long, device=ref.device)
-            attention_mask = torch.cat([prefix_mask, attention_mask.long()], dim=1)
+            if prompt_slots_visible is not None and cached == 0 and self.reasoning_prompt is not None:
+                attention_mask = self._slot_visibility_mask(attention_mask, prefix_mask, prompt_slots_visible, ref)
+            else:
+                attention_mask = torch.cat([prefix_mask, attention_mask.long()], dim=1)
         if self.training and labels is not None and isinstance(logits_to_keep, int) and logits_to_keep == 0:
             # the LM head (vocab x hidden per position) costs about as much as all the blocks: in training,
             # score only the columns from the one before the first label on (left padding puts every row's

@@ -48,6 +48,12 @@ LANCER_DEFAULTS = {
     "item_template": None,  # sequence text: a catalog template / format string, or "id"; None = the variant's
     "detail_template": None,  # detail text, same choices; None = the variant's
     "loss_on": "items",  # "items": every item's tokens (eq. 2); "target": the last item's only
+    # which reasoning-prompt slots a training token attends (the paper is silent): "causal" = slot j
+    # once the text has read item j, so no item is predicted with its own vector in the prefix (with
+    # loss_on="items" a plain prefix hands every window item to the tokens that must predict it);
+    # "all" = every slot from the first token (a plain prefix). Generation reads the whole history
+    # either way, so the two differ in training only.
+    "prompt_visibility": "causal",
     "seed": 42,  # the id variant's random item numbering
     "item_numbers": None,  # catalog id -> the number in `item_<n>` (filled for the id variant)
 }
@@ -57,7 +63,8 @@ class LancerFormat:
     """`<instruction> t_1 <sep> t_2 <sep> ... t_n <sep>`; labels on the item (and separator) tokens."""
 
     defaults = LANCER_DEFAULTS
-    output_keys = ("input_ids", "prompt_item_ids", "history_item_ids", "labels")
+    output_keys = ("input_ids", "prompt_item_ids", "history_item_ids", "labels", "prompt_slots_visible")
+    training_keys = ("labels", "prompt_slots_visible")  # emitted with targets only
 
     def __init__(self, processor: "LancerProcessor"):
         self.p = processor
@@ -71,6 +78,8 @@ class LancerFormat:
             s["instruction"] = ""  # no template (Table 3's LANCER-bare)
         if s["loss_on"] not in ("items", "target"):
             raise ValueError(f"loss_on must be 'items' or 'target', got {s['loss_on']!r}")
+        if s["prompt_visibility"] not in ("causal", "all"):
+            raise ValueError(f"prompt_visibility must be 'causal' or 'all', got {s['prompt_visibility']!r}")
         if s["max_items"] < 1 or s["max_item_tokens"] < 1:
             raise ValueError("max_items and max_item_tokens must be >= 1")
         if "id" in (s["item_template"], s["detail_template"]) and s["item_numbers"] is None:
@@ -122,12 +131,19 @@ class LancerFormat:
         ids = self.p.prefix() + self.instruction_ids
         labels = [-100] * len(ids)
         items = window + ([target] if target is not None else [])
+        causal = self.p.settings["prompt_visibility"] == "causal"
+        # per token: how many reasoning-prompt slots (window items, in order) it may attend
+        visible = [0 if causal else len(window)] * len(ids)
         for pos, item in enumerate(items):
             piece = tokens[item] + sep
             ids.extend(piece)
             labelled = self.p.settings["loss_on"] == "items" or pos == len(items) - 1
             labels.extend(piece if labelled and target is not None else [-100] * len(piece))
-        return {"input_ids": ids, "labels": labels, "prompt_item_ids": list(window), "history_item_ids": list(history)}
+            # slot `pos` opens at the piece's last token: from there on the text has read the item
+            read = min(pos + 1, len(window)) if causal else len(window)
+            visible.extend([min(pos, len(window)) if causal else len(window)] * (len(piece) - 1) + [read])
+        return {"input_ids": ids, "labels": labels, "prompt_item_ids": list(window), "history_item_ids": list(history),
+                "prompt_slots_visible": visible}
 
 
 class LancerProcessor(SeqRecProcessorBase):
@@ -142,7 +158,8 @@ class LancerProcessor(SeqRecProcessorBase):
         return list(self.format.separator_ids)
 
     def pad(self, data: dict, return_tensors: str | None = "pt") -> BatchEncoding:
-        """Left-pad input_ids (pad id), attention_mask and labels; right-pad the item-id keys with -1."""
+        """Left-pad input_ids (pad id), attention_mask, labels and prompt_slots_visible; right-pad the
+        item-id keys with -1."""
         ids = data["input_ids"]
         width = max(len(r) for r in ids)
         pad = self.tokenizer.pad_token_id
@@ -152,8 +169,10 @@ class LancerProcessor(SeqRecProcessorBase):
         }
         if "labels" in data:
             out["labels"] = [[-100] * (width - len(r)) + list(r) for r in data["labels"]]
+        if "prompt_slots_visible" in data:  # token-aligned like labels
+            out["prompt_slots_visible"] = [[0] * (width - len(r)) + list(r) for r in data["prompt_slots_visible"]]
         for key, rows in data.items():
-            if key in ("input_ids", "labels"):
+            if key in ("input_ids", "labels", "prompt_slots_visible"):
                 continue
             w = max(1, max(len(r) for r in rows))
             out[key] = [list(r) + [PAD_VALUES.get(key, -1)] * (w - len(r)) for r in rows]
