@@ -7,7 +7,9 @@ and strategy under the shared protocol (full catalog, leave-one-out, validation-
         --test-users 200 --decodes cosine,trie --strategies beam_search,greedy
 
 Writes `<output-dir>/benchmark.json`: the training settings, seconds per phase, and one entry
-per (decode, strategy) with HR/NDCG@{5,10}, MRR, the valid ratio and distinct items per user.
+per (decode, strategy) with HR/NDCG@{5,10}, MRR, the valid ratio, the distinct items over all
+lists and the share of listed items already in the user's history (how personalised the lists
+are, and how much the model copies its input).
 `--test-users N` evaluates the first N test users only (CPU budget); the JSON says so.
 """
 
@@ -19,6 +21,24 @@ import os
 import time
 
 import torch
+
+
+class ListRecorder:
+    """Passes rank_items through to a recommender and keeps what it listed (ids >= 0 per user)."""
+
+    def __init__(self, recommender):
+        self.recommender, self.lists, self.histories = recommender, [], []
+
+    def rank_items(self, histories, users=None, top_k: int = 20, exclude_history: bool = False):
+        out = self.recommender.rank_items(histories, users, top_k=top_k, exclude_history=exclude_history)
+        self.lists += [[i for i in row if i >= 0] for row in out.item_ids.tolist()]
+        self.histories += [set(h) for h in histories]
+        return out
+
+    def summary(self) -> dict:
+        listed = sum(len(r) for r in self.lists)
+        seen = sum(len([i for i in r if i in h]) for r, h in zip(self.lists, self.histories))
+        return {"distinct_items": len({i for r in self.lists for i in r}), "history_share": seen / max(listed, 1)}
 
 
 def main(argv=None) -> None:
@@ -91,16 +111,17 @@ def main(argv=None) -> None:
             pipeline.recommend_kwargs.update(decode=decode, strategy=strategy)
             pipeline.model.eval().current_item_vectors()  # recomputed once if the saved ones are stale: not timed below
             start = time.time()
+            recorder = ListRecorder(pipeline)
             result = evaluate_recommender(
-                pipeline, data.splits["test"], top_k=pipeline.model.config.beam_size, batch_size=16,
+                recorder, data.splits["test"], top_k=pipeline.model.config.beam_size, batch_size=16,
                 split_name="test", limit=args.test_users,
             )
             key = f"{decode}/{strategy}"
             report["results"][key] = {
                 **result.metrics, "valid_ratio": result.valid_ratio, "users": result.num_users,
-                "test_users_limit": args.test_users, "seconds": round(time.time() - start, 1),
+                "test_users_limit": args.test_users, "seconds": round(time.time() - start, 1), **recorder.summary(),
             }
-            print(key, result.format())
+            print(key, result.format(), recorder.summary())
             with open(path, "w") as f:
                 json.dump(report, f, indent=2)
 
