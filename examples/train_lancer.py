@@ -74,8 +74,8 @@ class LancerArguments:
                                                                    f"{LANCER_DEFAULTS['instruction']!r}; '' = none)"})
     separator: str = field(default=" ->", metadata={"help": "text after every item; it ends a generated item"})
     loss_on: str = field(default="items", metadata={"help": "items (every item's tokens, eq. 2) | target (the last item's)"})
-    prompt_visibility: str = field(default="causal", metadata={"help": "reasoning slots a training token attends: causal "
-                                                                       "(slot j once item j is read) | all (a plain prefix)"})
+    prompt_visibility: str = field(default="all", metadata={"help": "reasoning slots a training token attends: all "
+                                                                    "(a plain prefix) | causal (slot j once item j is read)"})
     windows: str = field(default="random", metadata={"help": "training target per user and epoch: random position | last item"})
     knowledge_epochs: float = field(default=3.0, metadata={"help": "knowledge-stage epochs (not in the paper); 0 skips it"})
     stage2: str = field(default="none", metadata={"help": "none | full (the paper) | lora"})

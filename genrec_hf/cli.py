@@ -495,9 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continue a saved LANCER checkpoint folder (more stage-1 epochs, or stage 2 on it); skips the knowledge stage")
     la.add_argument("--loss-on", default=None, choices=("items", "target"),
                     help="items (default; every item's tokens, eq. 2) | target (the predicted item's only)")
-    la.add_argument("--prompt-visibility", default=None, choices=("causal", "all"),
-                    help="reasoning-prompt slots a training token attends: causal (default; slot j once item j is read, "
-                         "so no item is predicted from its own vector) | all (a plain prefix)")
+    la.add_argument("--prompt-visibility", default=None, choices=("all", "causal"),
+                    help="reasoning-prompt slots a training token attends: all (default; a plain prefix) | causal "
+                         "(slot j once item j is read, so no item is predicted from its own vector)")
     rg = tr.add_argument_group("recsys_glm", "blank-infilling pretraining ([MASK] / [sMASK] / [gMASK] on behaviour "
                                               "windows, --pretrain-epochs), then next-item fine-tuning (--epochs) selected "
                                               "on validation NDCG@10 (trie-constrained beam search, --beam-size beams)")

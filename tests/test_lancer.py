@@ -444,8 +444,9 @@ def test_reasoning_prompt_depends_on_the_history_and_only_on_real_slots(processo
 @pytest.mark.parametrize("model_type", ["llama", "gpt2"])
 def test_no_training_token_sees_the_vector_of_the_item_it_predicts(tokenizer, model_type):
     # loss_on="items" labels every window item while the reasoning prompt holds those same items:
-    # with a plain prefix the model learns to copy them. "causal" opens slot j at the end of item j.
-    causal, plain = _processor(tokenizer), _processor(tokenizer, prompt_visibility="all")
+    # a plain prefix shows them to the tokens that must predict them; "causal" opens slot j at the
+    # end of item j's text.
+    causal, plain = _processor(tokenizer, prompt_visibility="causal"), _processor(tokenizer)
     histories, targets = [[1, 2, 3], [6, 7, 8, 9, 10]], [5, 12]
     batch = causal(histories, targets=targets)
     tokens, sep = causal.item_tokens(), causal.separator_ids

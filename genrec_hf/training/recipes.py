@@ -299,7 +299,7 @@ class LancerTrainingConfig:
     early_stopping_patience: int = 5  # validations without improvement before a stage stops; 0 = off
     windows: str = "random"  # training target per user and epoch: "random" position or the "last" item
     loss_on: str | None = None  # "items": every item's tokens (eq. 2) | "target": the predicted item's only; None = "items" (or init_from's)
-    prompt_visibility: str | None = None  # reasoning slots per training token: "causal" | "all"; None = "causal" (or init_from's)
+    prompt_visibility: str | None = None  # reasoning slots per training token: "all" | "causal"; None = "all" (or init_from's)
     learning_rate: float = 2e-4
     stage2_learning_rate: float | None = None  # default: learning_rate
     batch_size: int = 16

@@ -48,12 +48,12 @@ LANCER_DEFAULTS = {
     "item_template": None,  # sequence text: a catalog template / format string, or "id"; None = the variant's
     "detail_template": None,  # detail text, same choices; None = the variant's
     "loss_on": "items",  # "items": every item's tokens (eq. 2); "target": the last item's only
-    # which reasoning-prompt slots a training token attends (the paper is silent): "causal" = slot j
-    # once the text has read item j, so no item is predicted with its own vector in the prefix (with
-    # loss_on="items" a plain prefix hands every window item to the tokens that must predict it);
-    # "all" = every slot from the first token (a plain prefix). Generation reads the whole history
-    # either way, so the two differ in training only.
-    "prompt_visibility": "causal",
+    # which reasoning-prompt slots a training token attends (the paper is silent): "all" = every slot
+    # from the first token (a plain prefix, as the paper's equations read), although with
+    # loss_on="items" it shows each window item's vector to the tokens that must predict it;
+    # "causal" = slot j once the text has read item j, which removes that but validated worse on
+    # ml-100k (benchmarks/RESULTS.md, LANCER). Generation reads the whole history either way.
+    "prompt_visibility": "all",
     "seed": 42,  # the id variant's random item numbering
     "item_numbers": None,  # catalog id -> the number in `item_<n>` (filled for the id variant)
 }
