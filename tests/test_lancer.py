@@ -24,6 +24,7 @@ from genrec_hf.data import ItemCatalog
 from genrec_hf.generation.trie import TokenTrie
 from genrec_hf.models import LancerConfig, LancerForSeqRec, LancerProcessor
 from genrec_hf.models.lancer.modeling_lancer import CACHE_ARG
+from genrec_hf.training.lancer import LancerCollator
 
 FIRST = "red blue green dark light night day star moon sun river city road king queen war love story gold iron".split()
 # titles of two to five words: items of different token lengths
@@ -442,7 +443,7 @@ def test_reasoning_prompt_depends_on_the_history_and_only_on_real_slots(processo
 
 
 @pytest.mark.parametrize("model_type", ["llama", "gpt2"])
-def test_no_training_token_sees_the_vector_of_the_item_it_predicts(tokenizer, model_type):
+def test_no_training_token_sees_the_vector_of_the_item_it_predicts(tokenizer, model_type, tmp_path):
     # loss_on="items" labels every window item while the reasoning prompt holds those same items:
     # a plain prefix shows them to the tokens that must predict them; "causal" opens slot j at the
     # end of item j's text.
@@ -459,9 +460,11 @@ def test_no_training_token_sees_the_vector_of_the_item_it_predicts(tokenizer, mo
             expected = [min(pos, len(window))] * (piece - 1) + [min(pos + 1, len(window))] + expected
             end -= piece
         assert visible[end:] == expected and set(visible[:end]) == {0}
-        pads = batch["attention_mask"][row].tolist().index(1)
-        assert set(plain(histories, targets=targets)["prompt_slots_visible"][row].tolist()[pads:]) == {len(window)}
     assert "prompt_slots_visible" not in causal(histories)  # generation reads every slot
+    assert "prompt_slots_visible" not in plain(histories, targets=targets)  # the plain prefix keeps the 2D mask
+    collated = LancerCollator(causal)([{"history": h, "target": t} for h, t in zip(histories, targets)])
+    assert torch.equal(collated["prompt_slots_visible"], batch["prompt_slots_visible"])
+    assert "prompt_slots_visible" not in LancerCollator(plain)([{"history": h, "target": t} for h, t in zip(histories, targets)])
 
     model = build(causal, model_type, initializer_range=0.2)
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "prompt_item_ids")}
@@ -480,6 +483,13 @@ def test_no_training_token_sees_the_vector_of_the_item_it_predicts(tokenizer, mo
     changed = (before[1] - after[1]).abs().amax(dim=-1) > 1e-4
     assert not changed[:opens].any() and changed[opens:].all()
     assert torch.allclose(before[0], after[0], atol=1e-6)  # row 0 does not hold item 8
+
+    # the Trainer runs stage 1 on causal rows: the reasoning prompt learns, the LM stays frozen
+    model.set_stage("prompt")
+    before = _params(model)
+    _train_two_steps(model, [{"history": h, "target": t} for h, t in zip(histories, targets)], LancerCollator(causal), tmp_path)
+    changed = _changed(model, before)
+    assert PROMPT_CORE <= changed and not any(name.startswith("lm.") for name in changed), changed
 
 
 # -- 5. cosine mapping (eq. 12) ---------------------------------------------------------------------

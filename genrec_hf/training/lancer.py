@@ -59,7 +59,7 @@ class LancerCollator:
 
     def __call__(self, features: list[dict]) -> dict:
         rows = [self.encode_row(f) for f in features]
-        keys = ("input_ids", "labels", "prompt_item_ids", "prompt_slots_visible")
+        keys = [k for k in ("input_ids", "labels", "prompt_item_ids", "prompt_slots_visible") if k in rows[0]]
         return dict(self.processor.pad({k: [r[k] for r in rows] for k in keys}, return_tensors="pt"))
 
 

@@ -63,8 +63,13 @@ class LancerFormat:
     """`<instruction> t_1 <sep> t_2 <sep> ... t_n <sep>`; labels on the item (and separator) tokens."""
 
     defaults = LANCER_DEFAULTS
-    output_keys = ("input_ids", "prompt_item_ids", "history_item_ids", "labels", "prompt_slots_visible")
     training_keys = ("labels", "prompt_slots_visible")  # emitted with targets only
+
+    @property
+    def output_keys(self) -> tuple[str, ...]:
+        keys = ("input_ids", "prompt_item_ids", "history_item_ids", "labels")
+        # the plain prefix needs no per-token slot counts (the LM keeps its own 2D-mask path)
+        return keys + ("prompt_slots_visible",) if self.p.settings["prompt_visibility"] == "causal" else keys
 
     def __init__(self, processor: "LancerProcessor"):
         self.p = processor
@@ -131,19 +136,18 @@ class LancerFormat:
         ids = self.p.prefix() + self.instruction_ids
         labels = [-100] * len(ids)
         items = window + ([target] if target is not None else [])
-        causal = self.p.settings["prompt_visibility"] == "causal"
-        # per token: how many reasoning-prompt slots (window items, in order) it may attend
-        visible = [0 if causal else len(window)] * len(ids)
+        visible = [0] * len(ids)  # per token: how many reasoning-prompt slots (window items, in order) it attends
         for pos, item in enumerate(items):
             piece = tokens[item] + sep
             ids.extend(piece)
             labelled = self.p.settings["loss_on"] == "items" or pos == len(items) - 1
             labels.extend(piece if labelled and target is not None else [-100] * len(piece))
             # slot `pos` opens at the piece's last token: from there on the text has read the item
-            read = min(pos + 1, len(window)) if causal else len(window)
-            visible.extend([min(pos, len(window)) if causal else len(window)] * (len(piece) - 1) + [read])
-        return {"input_ids": ids, "labels": labels, "prompt_item_ids": list(window), "history_item_ids": list(history),
-                "prompt_slots_visible": visible}
+            visible.extend([min(pos, len(window))] * (len(piece) - 1) + [min(pos + 1, len(window))])
+        row = {"input_ids": ids, "labels": labels, "prompt_item_ids": list(window), "history_item_ids": list(history)}
+        if self.p.settings["prompt_visibility"] == "causal":
+            row["prompt_slots_visible"] = visible
+        return row
 
 
 class LancerProcessor(SeqRecProcessorBase):
