@@ -50,3 +50,23 @@ def st2si_factory(catalog, tokenizer_factory):
         return model, processor
 
     return build
+
+
+@pytest.fixture
+def run_without_genrec_hf(tmp_path):
+    """Runs a Python script in a fresh interpreter that cannot import genrec_hf from the source tree
+    (empty PYTHONPATH, cwd /tmp, its own HF modules cache, offline) and asserts it exits cleanly and
+    prints `done`: how a Hub user without the package loads a checkpoint as remote code."""
+    import subprocess
+    import sys
+
+    def run(script: str, done: str) -> str:
+        env = {**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"),
+               "HF_HUB_OFFLINE": "1"}
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd="/tmp",
+                                stdin=subprocess.DEVNULL, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert done in result.stdout
+        return result.stdout
+
+    return run

@@ -319,13 +319,10 @@ def test_a_recsys_glm_checkpoint_reloads_through_the_auto_classes_with_the_same_
         SeqRecPipeline(loaded, ablation)
 
 
-def test_merged_recsys_glm_and_lancer_checkpoints_load_as_remote_code_without_peft(catalog, tmp_path):
+def test_merged_recsys_glm_and_lancer_checkpoints_load_as_remote_code_without_peft(catalog, tmp_path, run_without_genrec_hf):
     """transformers' check_imports refuses a remote-code file that imports a missing package anywhere,
     methods included, unless inside a try block: a merged RecSysGLM checkpoint and a LANCER one
     (no adapters) must load where neither genrec_hf nor peft can be imported."""
-    import os
-    import subprocess
-    import sys
     import textwrap
 
     import torch
@@ -362,9 +359,4 @@ def test_merged_recsys_glm_and_lancer_checkpoints_load_as_remote_code_without_pe
         assert "peft" not in {{m.split(".")[0] for m in sys.modules if sys.modules[m] is not None}}
         print("loaded without peft")
     """)
-    env = {**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"),
-           "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd="/tmp",
-                            stdin=subprocess.DEVNULL, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "loaded without peft" in result.stdout
+    run_without_genrec_hf(script, "loaded without peft")

@@ -9,9 +9,6 @@ change a model build their own.
 
 import copy
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -655,7 +652,7 @@ def test_gpt2_recommends_with_both_decodings(models, processor):
 
 # -- 7. saving and loading --------------------------------------------------------------------------
 
-def test_round_trip_and_remote_code(processor, tmp_path):
+def test_round_trip_and_remote_code(processor, tmp_path, run_without_genrec_hf):
     model = build(processor, "llama")
     batch = processor(HISTORIES)
     expected = model.recommend(**batch, top_k=5)  # computes the item vectors, saved with the weights
@@ -701,11 +698,7 @@ def test_round_trip_and_remote_code(processor, tmp_path):
         assert torch.equal(out.scores, e["scores"]), (out.scores, e["scores"])
         print("remote code ok")
     """)
-    env = {**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd="/tmp",
-                            stdin=subprocess.DEVNULL, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "remote code ok" in result.stdout
+    run_without_genrec_hf(script, "remote code ok")
 
 
 def test_a_lora_model_reloads_with_its_adapters(processor, tmp_path):

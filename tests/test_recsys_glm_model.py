@@ -9,9 +9,6 @@ is the test's own reading of the contract's training-time rule.
 
 import functools
 import math
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -528,7 +525,7 @@ def test_thudm_converter_round_trip(tmp_path):
 
 # -- 7. saving, init, Trainer -----------------------------------------------------------------------
 
-def test_save_load_and_remote_code(tmp_path):
+def test_save_load_and_remote_code(tmp_path, run_without_genrec_hf):
     batch = inference_batch()
     expected = {}
     for kind in KINDS:
@@ -561,12 +558,7 @@ def test_save_load_and_remote_code(tmp_path):
             assert bool((model.recommend(**e["batch"], top_k=3).item_ids >= 0).all())
         print("remote code ok")
     """)
-    env = {**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"),
-           "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd="/tmp",
-                            stdin=subprocess.DEVNULL, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "remote code ok" in result.stdout
+    run_without_genrec_hf(script, "remote code ok")
 
 
 def test_every_created_parameter_starts_at_its_std():
