@@ -54,6 +54,8 @@ def main(argv=None) -> None:
     parser.add_argument("--stage2-epochs", type=float, default=1.0)
     parser.add_argument("--loss-on", default=None, choices=("items", "target"))
     parser.add_argument("--prompt-visibility", default=None, choices=("causal", "all"))
+    parser.add_argument("--windows", default="random", choices=("random", "last"),
+                        help="training target per user and epoch: a random position or the last training item")
     parser.add_argument("--learning-rate", type=float, default=2e-4)
     parser.add_argument("--stage2-learning-rate", type=float, default=None, help="stage 2's (default: --learning-rate)")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -85,7 +87,7 @@ def main(argv=None) -> None:
             backbone=args.backbone, init_from=args.init_from, lm_layers=args.lm_layers, variant=args.variant, knowledge_epochs=args.knowledge_epochs,
             stage1_epochs=args.stage1_epochs, stage2=args.stage2, stage2_epochs=args.stage2_epochs,
             learning_rate=args.learning_rate, stage2_learning_rate=args.stage2_learning_rate, batch_size=args.batch_size, eval_users=args.eval_users,
-            decode=args.decode, seed=args.seed, loss_on=args.loss_on, prompt_visibility=args.prompt_visibility,
+            decode=args.decode, seed=args.seed, windows=args.windows, loss_on=args.loss_on, prompt_visibility=args.prompt_visibility,
         )
         start = time.time()
         train_lancer(data, args.output_dir, cfg, overwrite=True, dataset_spec={"source": "ml-100k"})
