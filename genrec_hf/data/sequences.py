@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
-from collections import Counter
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,9 @@ class SequenceData:
     splits: DatasetDict
     raw_stats: dict
     filter_report: dict = field(default_factory=dict)
+    # user -> what the user said about each item of `sequences[user]` (aligned): {"rating": 4.0,
+    # "review": ..., "summary": ...}, keys as the source has them; None for sources without any
+    feedback: dict[str, list[dict]] | None = None
 
     def stats(self) -> dict:
         return _stats(self.sequences)
@@ -71,6 +75,35 @@ class SequenceData:
         if limit_users is not None:
             train, valid = train.select(range(min(limit_users, len(train)))), valid.select(range(min(limit_users, len(valid))))
         return train, valid
+
+    def feedback_splits(self) -> DatasetDict:
+        """Ratings and reviews held out per user in time order, the cut of leave-one-out: each user's
+        last interaction is `test`, the one before `valid`, the rest `train`, so no test (or
+        validation) rating or review is ever trained on, and the sequential splits' targets are the
+        same interactions. Rows: user, item, history (catalog ids before the item, oldest first),
+        rating (NaN where the source has none), review and summary ("" where absent).
+        Raises ValueError when the source carries no feedback (P5 text files, tables without a
+        rating / review / summary column)."""
+        if self.feedback is None:
+            raise ValueError(f"{self.name}: the source has no ratings or reviews (feedback); rating, explanation "
+                             "and summary tasks need ml-100k / ml-1m ratings, Amazon reviews or a table with a "
+                             "'rating', 'review' or 'summary' column")
+        rows: dict[str, dict[str, list]] = {k: defaultdict(list) for k in ("train", "valid", "test")}
+        for user, items in self.sequences.items():
+            said = self.feedback[user]
+            for pos, item in enumerate(items):
+                split = "test" if pos == len(items) - 1 else "valid" if pos == len(items) - 2 else "train"
+                row = rows[split]
+                row["user"].append(user)
+                row["item"].append(int(item))
+                row["history"].append([int(i) for i in items[:pos]])
+                row["rating"].append(float(said[pos].get("rating", math.nan)))
+                row["review"].append(str(said[pos].get("review", "")))
+                row["summary"].append(str(said[pos].get("summary", "")))
+        features = Features({"user": Value("string"), "item": Value("int64"), "history": Sequence(Value("int64")),
+                             "rating": Value("float64"), "review": Value("string"), "summary": Value("string")})
+        return DatasetDict({k: Dataset.from_dict({c: v.get(c, []) for c in features}, features=features)
+                            for k, v in rows.items()})
 
     def describe(self) -> str:
         """Raw and filtered statistics as a small table (printed with every result)."""
@@ -108,6 +141,21 @@ def _sorted_sequences(raw: RawInteractions) -> dict[str, list[str]]:
         if len(chunk_items):
             sequences[str(user_codes[chunk_users[0]])] = [str(i) for i in chunk_items]
     return sequences
+
+
+def _aligned_feedback(raw: RawInteractions, sequences: dict[str, list[str]]) -> dict[str, list[dict]] | None:
+    """Per user, the feedback of each interaction kept in `sequences`, in its order. The rows of a
+    (user, item) pair are consumed oldest first (the order `_sorted_sequences` gives them), so a
+    repeated item gets each of its own ratings and `deduplicate` keeps the first one's."""
+    if raw.feedback is None:
+        return None
+    times = np.asarray(raw.timestamps, dtype=np.float64)
+    users = np.asarray(raw.users, dtype=object).astype(str)
+    _, user_index = np.unique(users, return_inverse=True)
+    queues: dict[tuple[str, str], deque] = defaultdict(deque)
+    for row in np.lexsort((times, user_index)):
+        queues[(users[row], str(raw.items[row]))].append(raw.feedback[row])
+    return {user: [queues[(user, item)].popleft() for item in items] for user, items in sequences.items()}
 
 
 def _k_core(sequences: dict[str, list[str]], k: int) -> tuple[dict[str, list[str]], dict]:
@@ -263,6 +311,7 @@ def load_sequences(
     if not sequences:
         raise ValueError(f"{name}: no user is left after filtering (k_core={k_core})")
 
+    feedback = _aligned_feedback(raw, sequences)
     item_ids = sorted({i for s in sequences.values() for i in s}, key=_natural_key)
     table = raw.item_table or {}
     catalog = ItemCatalog(item_ids, [table.get(i, {}) for i in item_ids], template)
@@ -290,4 +339,5 @@ def load_sequences(
         splits=DatasetDict(train=train, valid=valid, test=test),
         raw_stats=raw_stats,
         filter_report=report,
+        feedback={u: feedback[u] for u in users} if feedback is not None else None,
     )

@@ -26,6 +26,9 @@ class RawInteractions:
     item_table: dict[str, dict] | None = None  # original item id -> attribute fields
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    # per row, what the user said about the item where the source has it: "rating" (a number),
+    # "review" and "summary" (texts); None when the source has none of them
+    feedback: list[dict] | None = None
 
     def __len__(self) -> int:
         return len(self.users)
@@ -96,6 +99,8 @@ def read_recbole_atomic(directory: str | os.PathLike, name: str | None = None) -
                 raise DataFormatError(f"{inter_path}, line 1: no {col} column (columns: {header})")
         u_col, i_col = header.index("user_id"), header.index("item_id")
         t_col = header.index("timestamp") if "timestamp" in header else None
+        r_col = header.index("rating") if "rating" in header else None
+        ratings = [] if r_col is not None else None
         for lineno, line in enumerate(f, start=2):
             if not line.strip():
                 continue
@@ -107,6 +112,8 @@ def read_recbole_atomic(directory: str | os.PathLike, name: str | None = None) -
             users.append(parts[u_col])
             items.append(parts[i_col])
             times.append(_number(parts[t_col], inter_path, lineno, "timestamp") if t_col is not None else 0.0)
+            if ratings is not None:
+                ratings.append({"rating": _number(parts[r_col], inter_path, lineno, "rating")})
     item_table = None
     item_path = directory / f"{name}.item"
     if item_path.is_file():
@@ -128,7 +135,7 @@ def read_recbole_atomic(directory: str | os.PathLike, name: str | None = None) -
                 if isinstance(fields.get("genres"), str):
                     fields["genres"] = fields["genres"].split()
                 item_table[item_id] = fields
-    return RawInteractions(users, items, times, item_table, source=str(inter_path))
+    return RawInteractions(users, items, times, item_table, source=str(inter_path), feedback=ratings)
 
 
 # -- MovieLens-1M ----------------------------------------------------------------------------
@@ -154,13 +161,14 @@ def read_ml1m(directory: str | os.PathLike) -> RawInteractions:
     if not directory.is_dir():
         raise FileNotFoundError(f"MovieLens-1M folder not found: {directory}")
     ratings = _require_file(directory / "ratings.dat", "MovieLens-1M ratings file")
-    users, items, times = [], [], []
-    for lineno, (user, item, _rating, ts) in _delimited_lines(
+    users, items, times, feedback = [], [], [], []
+    for lineno, (user, item, rating, ts) in _delimited_lines(
         ratings, "::", ["UserID", "MovieID", "Rating", "Timestamp"], "latin-1"
     ):
         users.append(user)
         items.append(item)
         times.append(_number(ts, ratings, lineno, "timestamp"))
+        feedback.append({"rating": _number(rating, ratings, lineno, "rating")})
     item_table = None
     movies = directory / "movies.dat"
     if movies.is_file():
@@ -171,7 +179,7 @@ def read_ml1m(directory: str | os.PathLike) -> RawInteractions:
             if m:
                 title, year = m.group(1), m.group(2)
             item_table[item] = {"title": title, "year": year, "genres": genres.split("|")}
-    return RawInteractions(users, items, times, item_table, source=str(ratings))
+    return RawInteractions(users, items, times, item_table, source=str(ratings), feedback=feedback)
 
 
 # -- P5 / S3-Rec text format -------------------------------------------------------------------
@@ -204,6 +212,8 @@ def read_p5(path: str | os.PathLike, item_file: str | os.PathLike | None = None)
 _AMAZON_USER = ("reviewerID", "user_id")
 _AMAZON_ITEM = ("asin", "parent_asin")
 _AMAZON_TIME = ("unixReviewTime", "timestamp")
+# 2014 / 2018 names first, then 2023's ("title" is the review's own title there: its summary)
+_AMAZON_FEEDBACK = {"rating": ("overall", "rating"), "review": ("reviewText", "text"), "summary": ("summary", "title")}
 
 
 def _json_records(path: Path):
@@ -248,7 +258,7 @@ def _pick(rec: dict, names: tuple[str, ...]):
 def read_amazon(reviews: str | os.PathLike, meta: str | os.PathLike | None = None) -> RawInteractions:
     """Amazon reviews JSON/JSONL(.gz) and optional metadata (2014, 2018 and 2023 field names)."""
     reviews = _require_file(reviews, "Amazon reviews file")
-    users, items, times = [], [], []
+    users, items, times, feedback = [], [], [], []
     for lineno, rec in _json_records(reviews):
         user, item, ts = _pick(rec, _AMAZON_USER), _pick(rec, _AMAZON_ITEM), _pick(rec, _AMAZON_TIME)
         missing = [n for n, v in (("user", user), ("item", item), ("time", ts)) if v is None]
@@ -260,6 +270,10 @@ def read_amazon(reviews: str | os.PathLike, meta: str | os.PathLike | None = Non
         users.append(str(user))
         items.append(str(item))
         times.append(_number(str(ts), reviews, lineno, "review time"))
+        said = {key: _pick(rec, names) for key, names in _AMAZON_FEEDBACK.items()}
+        if said["rating"] is not None:
+            said["rating"] = _number(str(said["rating"]), reviews, lineno, "rating")
+        feedback.append({k: (v if k == "rating" else str(v)) for k, v in said.items() if v is not None})
     table = None
     if meta is not None:
         meta = _require_file(meta, "Amazon metadata file")
@@ -282,7 +296,7 @@ def read_amazon(reviews: str | os.PathLike, meta: str | os.PathLike | None = Non
             if rec.get("price"):
                 fields["price"] = str(rec["price"])
             table[str(item)] = fields
-    return RawInteractions(users, items, times, table, source=str(reviews))
+    return RawInteractions(users, items, times, table, source=str(reviews), feedback=feedback)
 
 
 # -- generic tables ------------------------------------------------------------------------------
@@ -375,5 +389,14 @@ def read_interaction_table(
         times = _time_column(frame[time_column], path, time_column)
     else:
         times = [0.0] * len(users)
+    feedback = None
+    said = [c for c in ("rating", "review", "summary") if c in frame.columns]  # optional, by these names
+    if said:
+        feedback = [{} for _ in users]
+        for column in said:
+            for row_no, (row, value) in enumerate(zip(feedback, frame[column].tolist()), start=2):
+                if value is None or value == "" or value != value:  # value != value: NaN
+                    continue
+                row[column] = _number(str(value), path, row_no, "rating") if column == "rating" else str(value)
     table = read_item_table(item_file, item_column) if item_file is not None else None
-    return RawInteractions(users, items, times, table, source=str(path))
+    return RawInteractions(users, items, times, table, source=str(path), feedback=feedback)
