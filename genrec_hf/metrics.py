@@ -113,8 +113,25 @@ def format_metrics(metrics: dict[str, float], digits: int = 4) -> str:
     return f"{head}\n{row}"
 
 
-def evaluate_module_path() -> str:
-    """Folder of the `evaluate` module for these metrics: `evaluate.load(evaluate_module_path())`."""
+EVALUATE_MODULES = ("seqrec_ranking", "text_overlap")
+
+
+def evaluate_module_path(name: str = "seqrec_ranking") -> str:
+    """Folder of one of genrec_hf's `evaluate` modules, loaded offline by path:
+    `evaluate.load(evaluate_module_path())` (HR/NDCG/MRR) or `evaluate_module_path("text_overlap")`
+    (BLEU-4 and ROUGE-1/2/L of generated texts)."""
     import os
 
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "hf_metrics", "seqrec_ranking")
+    if name not in EVALUATE_MODULES:
+        raise ValueError(f"unknown evaluate module {name!r}; genrec_hf ships {list(EVALUATE_MODULES)}")
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "hf_metrics", name)
+
+
+def rating_errors(predictions, references) -> dict[str, float]:
+    """RMSE and MAE of predicted ratings (rating prediction, P5's task family 1)."""
+    pred = torch.as_tensor(predictions, dtype=torch.float64).reshape(-1)
+    true = torch.as_tensor(references, dtype=torch.float64).reshape(-1)
+    if pred.shape != true.shape or pred.numel() == 0:
+        raise ValueError(f"{pred.numel()} predictions for {true.numel()} ratings: need as many, at least one")
+    err = pred - true
+    return {"rmse": float(err.pow(2).mean().sqrt()), "mae": float(err.abs().mean())}

@@ -16,6 +16,16 @@ def make_catalog(num_items: int = 24):
     return ItemCatalog([str(100 + i) for i in range(num_items)], [{"title": t} for t in titles])
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny matrices: one thread is faster, and on a shared machine two threads spin against each other.
+    A module opts in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def catalog():
     return make_catalog()

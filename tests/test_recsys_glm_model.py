@@ -32,13 +32,7 @@ ITEMS = [[10, 11, 12], [10, 11], [13], [14, 15], [13], [16, 17, 18], [16, 19], [
 KINDS = ["glm", "llama"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: one thread is faster, and on a shared machine two threads spin against each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def text_config(kind, **overrides):

@@ -2,7 +2,13 @@
 
 from .genrec import GenRecCollator, genrec_datasets
 from .lancer import LancerCollator, LancerItemVectorsCallback, LancerKnowledgeCollator, knowledge_dataset, lancer_datasets
-from .recsys_glm import RecSysGLMNextItemCollator, RecSysGLMPretrainCollator, recsys_glm_datasets
+from .recsys_glm import (
+    RecSysGLMMultiTaskCollator,
+    RecSysGLMNextItemCollator,
+    RecSysGLMPretrainCollator,
+    recsys_glm_datasets,
+    recsys_glm_task_dataset,
+)
 from .ranking import SELECT_ON_VALIDATION, RankingMetrics, RecommenderEvalCallback, keep_labelled_logits, parse_selecting_on_validation
 from .st2si import (
     QueryStateCollator,
@@ -30,6 +36,8 @@ __all__ = [
     "RecSysGLMNextItemCollator",
     "RecSysGLMPretrainCollator",
     "recsys_glm_datasets",
+    "recsys_glm_task_dataset",
+    "RecSysGLMMultiTaskCollator",
     "RecommenderEvalCallback",
     "SELECT_ON_VALIDATION",
     "genrec_datasets",

@@ -12,6 +12,8 @@ position_ids [B, 2, S], part_a_length [B], labels, entity_ids (the model drops e
 from __future__ import annotations
 
 import abc
+import math
+import re
 
 import numpy as np
 
@@ -106,6 +108,122 @@ class RecSysGLMNextItemCollator(_RecSysGLMCollator):
         return self.processor.encode(items[:cut], int(items[cut]), user=_features(row))
 
 
+class RecSysGLMMultiTaskCollator(_RecSysGLMCollator):
+    """Multi-task batches (RecSysLLM "Experiments"): each row of `recsys_glm_task_dataset` names its
+    family (`task`) and is written with one of that family's **seen** templates, drawn per row
+    (held-out templates are never drawn: they are the zero-shot evaluation). Per family:
+    rating -> the rating; sequential -> the item at a random position after the items before it;
+    direct -> the same cut, asked as yes / no about the true item or a sampled negative (half
+    each) or as a choice among the true item and `choice_negatives` sampled ones; explanation
+    -> the first sentence of the user's review of the item; summary -> the review's summary.
+    Negatives are never items of the user's training sequence. Evaluation rows (`history`,
+    `target`) give the next-item row. Seeded."""
+
+    def __init__(self, processor, seed: int = 0, choice_negatives: int = 19):
+        super().__init__(processor, seed)
+        self.choice_negatives = int(choice_negatives)
+        self.seen = {family: processor.template_ids(family, "seen") for family in processor.settings["task_templates"]}
+
+    def _template(self, family: str) -> str:
+        if not self.seen.get(family):
+            raise ValueError(f"no seen {family} template to train with")
+        return self.seen[family][int(self.rng.integers(len(self.seen[family])))]
+
+    def encode_row(self, row: dict) -> dict:
+        if "target" in row:
+            return self.encode_evaluation_row(row)
+        family, p = row["task"], self.processor
+        tid = self._template(family)
+        items, user = [int(i) for i in row["items"]], row.get("user")
+        if family in ("sequential", "direct"):
+            if len(items) < 2:
+                raise ValueError(f"user {user!r}: a {family} training row needs at least two items")
+            cut = int(self.rng.integers(1, len(items)))
+            history, target = items[:cut], items[cut]
+            if family == "sequential":
+                return p.encode_task(tid, user=user, history=history, answer=target)
+            if p.template(tid)[1]["answer"] == "yes_no":
+                if self.rng.random() < 0.5:
+                    return p.encode_task(tid, user=user, history=history, item=target, answer=True)
+                negative = p.sample_candidates(target, items, 1, self.rng)
+                negative = [c for c in negative if c != target][0]
+                return p.encode_task(tid, user=user, history=history, item=negative, answer=False)
+            pool = p.sample_candidates(target, items, self.choice_negatives, self.rng)
+            return p.encode_task(tid, user=user, history=history, candidates=pool, answer=target)
+        item = int(row["item"])
+        if family == "rating":
+            return p.encode_task(tid, user=user, history=items, item=item, answer=row["rating"])
+        if family == "explanation":
+            return p.encode_task(tid, user=user, history=items, item=item, answer=explanation_target(row["review"]))
+        return p.encode_task(tid, user=user, history=items, item=item, review=row["review"], answer=row["summary"])
+
+
+def explanation_target(review: str) -> str:
+    """The explanation a review gives: its first sentence (the whole review when it has no
+    sentence end). P5 takes the sentence holding an extracted feature word; no feature extractor
+    ships here, so the first sentence stands in for it."""
+    text = " ".join(str(review).split())
+    first = re.split(r"(?<=[.!?])\s+", text, maxsplit=1)[0]
+    return first or text
+
+
+FAMILY_NEEDS = {"rating": "rating", "explanation": "review", "summary": "summary"}
+
+
+def recsys_glm_task_dataset(data, weights: dict, rows_per_epoch: int | None = None, seed: int = 0,
+                            limit_users: int | None = None) -> Dataset:
+    """Training rows of several task families mixed by `weights` ({family: weight}, normalised):
+    `rows_per_epoch` rows (default: users x families with weight > 0), each family's share drawn
+    (seeded; with replacement where its pool is smaller) from its pool: sequential and direct from
+    the users' training sequences, rating / explanation / summary from the training interactions
+    of `data.feedback_splits()` that carry a rating / review / summary. Columns: task, user, items
+    (the sequence, or the history before the item), item (-1 for sequence rows), rating, review,
+    summary. The collator (RecSysGLMMultiTaskCollator) picks templates and targets per epoch."""
+    from genrec_hf.models.recsys_glm.task_prompts import FAMILIES
+
+    unknown = set(weights) - set(FAMILIES)
+    if unknown:
+        raise ValueError(f"unknown task famil(ies) {sorted(unknown)}; known: {list(FAMILIES)}")
+    if any(float(w) < 0 for w in weights.values()) or not any(float(w) > 0 for w in weights.values()):
+        raise ValueError(f"task weights must be >= 0 with at least one > 0, got {dict(weights)}")
+    active = {f: float(w) for f, w in weights.items() if float(w) > 0}
+    train, _ = data.train_valid(limit_users)
+    users = set(train["user"])
+    pools: dict[str, dict[str, list]] = {}
+    feedback = None
+    for family in active:
+        if family in ("sequential", "direct"):
+            rows = [r for r in train if len(r["items"]) >= 2]
+            pools[family] = {"user": [r["user"] for r in rows], "items": [r["items"] for r in rows],
+                             "item": [-1] * len(rows), "rating": [math.nan] * len(rows), "review": [""] * len(rows),
+                             "summary": [""] * len(rows)}
+            continue
+        if feedback is None:
+            feedback = data.feedback_splits()["train"]  # raises when the source has no ratings / reviews
+        need = FAMILY_NEEDS[family]
+        keep = [i for i, (u, v) in enumerate(zip(feedback["user"], feedback[need]))
+                if u in users and (not math.isnan(v) if need == "rating" else bool(v.strip()))]
+        if not keep:
+            raise ValueError(f"the {family} task needs training interactions with a {need}; {data.name} has none")
+        rows = feedback.select(keep)
+        pools[family] = {"user": rows["user"], "items": rows["history"], "item": rows["item"], "rating": rows["rating"],
+                         "review": rows["review"], "summary": rows["summary"]}
+    total = rows_per_epoch or len(users) * len(active)
+    norm = sum(active.values())
+    rng = np.random.default_rng(seed)
+    out: dict[str, list] = {k: [] for k in ("task", "user", "items", "item", "rating", "review", "summary")}
+    for family, weight in active.items():
+        pool = pools[family]
+        size = len(pool["user"])
+        count = max(1, round(total * weight / norm))
+        picks = rng.choice(size, size=count, replace=count > size)
+        out["task"] += [family] * count
+        for key in pool:
+            out[key] += [pool[key][int(i)] for i in picks]
+    order = rng.permutation(len(out["task"]))
+    return Dataset.from_dict({k: [v[int(i)] for i in order] for k, v in out.items()})
+
+
 def recsys_glm_datasets(data, stage: str = "pretrain", limit_users: int | None = None) -> tuple[Dataset, Dataset]:
     """(train, validation) raw rows; fine-tuning skips users with a single training item."""
     if stage not in STAGES:
@@ -115,4 +233,5 @@ def recsys_glm_datasets(data, stage: str = "pretrain", limit_users: int | None =
     return train.filter(lambda row: len(row["items"]) >= min_items), valid
 
 
-__all__ = ["BATCH_KEYS", "STAGES", "RecSysGLMNextItemCollator", "RecSysGLMPretrainCollator", "recsys_glm_datasets"]
+__all__ = ["BATCH_KEYS", "STAGES", "RecSysGLMMultiTaskCollator", "RecSysGLMNextItemCollator", "RecSysGLMPretrainCollator",
+           "explanation_target", "recsys_glm_datasets", "recsys_glm_task_dataset"]

@@ -727,7 +727,8 @@ class RecSysGLMForInfilling(RecSysGLMPreTrainedModel, GenerationMixin):
         columns = torch.arange(1, width + 1, device=input_ids.device)
         last = (mask[:, :width].long() * columns).argmax(dim=1)  # the prompt's last real column
         inter = prompt_position_ids[:, 0].gather(1, last[:, None]).expand(rows, total - width)
-        trie = self.trie if self.config.dynamic_positions else None
+        # plain positions (1..n): GLM's rule, and what a task row's free-text answer trains with
+        trie = self.trie if self.config.dynamic_positions and not getattr(self, "_plain_positions", False) else None
         intra = infilling_intra_positions(input_ids, mask, part_a_length, self.config.start_token_id, trie)[:, width:]
         return torch.cat([prompt_position_ids, torch.stack([inter, intra], dim=1)], dim=-1)
 
@@ -779,10 +780,13 @@ class RecSysGLMForInfilling(RecSysGLMPreTrainedModel, GenerationMixin):
                 "Part B differ in length cannot share a right-padded batch; generate them apart or with the same Part B length)"
             )
 
-    def generate(self, input_ids=None, position_ids=None, part_a_length=None, constrained: bool = False, logits_processor=None, **kwargs):
+    def generate(self, input_ids=None, position_ids=None, part_a_length=None, constrained: bool = False, logits_processor=None,
+                 plain_positions: bool = False, **kwargs):
         """`GenerationMixin.generate` for infilling: continues the last span of each prompt's Part B
         until [END]. position_ids [B, 2, P] and part_a_length [B] are required (the processor's);
-        constrained=True keeps every beam on the catalog trie. Other kwargs go to generate."""
+        constrained=True keeps every beam on the catalog trie; plain_positions=True numbers the
+        generated tokens 1..n (free text: a task row's text answer is trained so) instead of by
+        the catalog trie. Other kwargs go to generate."""
         for key in ("history_item_ids", "entity_ids", "labels"):
             kwargs.pop(key, None)
         self._check_prompt(input_ids, position_ids, part_a_length, kwargs.get("attention_mask"))
@@ -790,10 +794,27 @@ class RecSysGLMForInfilling(RecSysGLMPreTrainedModel, GenerationMixin):
         if constrained and not any(isinstance(p, TrieConstrainedLogitsProcessor) for p in processors):
             processors.append(TrieConstrainedLogitsProcessor(self.trie, prefix_length=input_ids.shape[1], eos_token_id=self.config.end_token_id))
         part_a_length = torch.as_tensor(part_a_length, device=input_ids.device).long().reshape(-1)
-        return super().generate(
-            input_ids=input_ids, prompt_position_ids=position_ids.long(), part_a_length=part_a_length,
-            logits_processor=processors, **kwargs,
-        )
+        self._plain_positions = bool(plain_positions)
+        try:
+            return super().generate(
+                input_ids=input_ids, prompt_position_ids=position_ids.long(), part_a_length=part_a_length,
+                logits_processor=processors, **kwargs,
+            )
+        finally:
+            self._plain_positions = False
+
+    @torch.no_grad()
+    def answer_log_likelihood(self, input_ids, attention_mask=None, position_ids=None, part_a_length=None, labels=None,
+                              **kwargs) -> torch.Tensor:
+        """[B] log-probability of each row's labelled answer (its tokens and [END]) given Part A,
+        teacher-forced: how task rows (a rating, yes / no, a candidate item) are scored."""
+        if labels is None:
+            raise ValueError("answer_log_likelihood needs labels (task rows built with their answer)")
+        logits = self(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                      part_a_length=part_a_length).logits.float()
+        mask = labels != -100
+        picked = logits.log_softmax(-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return (picked * mask).sum(dim=1)
 
     @torch.no_grad()
     def recommend(

@@ -63,6 +63,7 @@ import torch
 from transformers import BatchEncoding
 
 from .processing_base import PAD_VALUES, SeqRecProcessorBase
+from .task_prompts import TaskPromptWriter, sample_candidates
 
 OBJECTIVES = ("mask", "smask", "gmask")  # entity-, sentence-, document-level
 WINDOW_KINDS = ("long", "medium", "short")
@@ -90,6 +91,11 @@ RECSYS_GLM_DEFAULTS = {
     "gmask_range": [0.5, 1.0],  # [gMASK]: the suffix's share of the text (paper: 50%-100%)
     "window_probs": {"long": 0.1, "medium": 0.3, "short": 0.6},  # paper: 10% / 30% / 60%
     "medium_fraction": 0.5,  # medium-term window: drawn from this most recent share of the sequence
+    # task prompts (task_prompts.py): None = the templates shipped in task_templates/ (stored once read)
+    "task_templates": None,
+    "rating_range": [1, 5],  # ratings are whole numbers in this range
+    "max_answer_tokens": 48,  # an explanation / summary target is cut to this many tokens
+    "max_review_tokens": 128,  # a review shown in a prompt is cut to this many tokens
 }
 
 
@@ -337,6 +343,7 @@ class RecSysGLMFormat:
         self._plain_cache: dict[str, list[int]] = {}
         self._value_cache: dict[str, list[int]] = {}
         self.separator_ids = self._plain(s["separator"].rstrip())
+        self.tasks = TaskPromptWriter(self, build_infilling_row)
 
     # -- tokens ---------------------------------------------------------------------------------
     def _plain(self, text: str) -> list[int]:
@@ -567,6 +574,31 @@ class RecSysGLMProcessor(SeqRecProcessorBase):
 
     def sample_behaviour(self, items, rng=None) -> tuple[str, list[int]]:
         return self.format.sample_behaviour(items, rng)
+
+    # -- task prompts (task_prompts.py) ------------------------------------------------------------
+    def template_ids(self, family: str | None = None, split: str | None = None, answer: str | None = None) -> list[str]:
+        """Template ids, optionally of one family, split ("seen" / "held_out") and answer kind."""
+        return self.format.tasks.template_ids(family, split, answer)
+
+    def template(self, template_id: str) -> tuple[str, dict]:
+        """(family, template) of a template id; ValueError naming the known ids otherwise."""
+        return self.format.tasks.template(template_id)
+
+    def encode_task(self, template_id: str, user=None, history=(), item=None, candidates=None, review=None,
+                    feature=None, answer=None) -> dict:
+        """One task row (lists) of a template: Part A = the prompt with [MASK] at {answer}, Part B =
+        [START] (+ the answer, labelled, when `answer` is given). Bad input (unknown template or
+        item id, a rating out of range, an empty review, a missing field) raises ValueError."""
+        return self.format.tasks.encode(template_id, user, history, item, candidates, review, feature, answer)
+
+    def task_batch(self, rows: Sequence[dict], return_tensors: str | None = "pt") -> BatchEncoding:
+        """encode_task rows -> a padded batch of the model contract (+ history_item_ids)."""
+        keys = ("input_ids", "position_ids", "part_a_length", "labels", "entity_ids", "history_item_ids")
+        return self.pad({k: [r[k] for r in rows] for k in keys}, return_tensors=return_tensors)
+
+    def sample_candidates(self, target: int, history, num_negatives: int = 99, rng=None) -> list[int]:
+        """The target and `num_negatives` seeded negatives the user never interacted with, shuffled."""
+        return sample_candidates(target, history, self.num_items, num_negatives, rng)
 
     def pad(self, data: dict, return_tensors: str | None = "pt") -> BatchEncoding:
         """Rows (lists) -> a batch: Part A left-padded to the longest Part A, Part B right-padded;
