@@ -51,7 +51,7 @@ METHOD_FLAGS = {
     **{flag: (dest, ("lancer",)) for flag, dest in LANCER_FLAGS.items()},
     "--eval-users": ("eval_users", ("lancer", "recsys_glm")), "--lm-layers": ("lm_layers", ("lancer", "recsys_glm")),
     "--lora-rank": ("lora_rank", ("recsys_glm",)), "--no-dynamic-positions": ("dynamic_positions", ("recsys_glm",)),
-    "--keep-lora": ("keep_lora", ("recsys_glm",)),
+    "--keep-lora": ("keep_lora", ("recsys_glm",)), "--tasks": ("tasks", ("recsys_glm",)),
 }
 GENERATIVE = ("genrec", "lancer", "recsys_glm")
 LANCER_WINDOWS = ("random", "last")
@@ -64,6 +64,24 @@ def _windows(text: str) -> str:
     if text in ("random", "last", "all") or (text.isdigit() and int(text) >= 1):
         return text
     raise argparse.ArgumentTypeError(f"expected random | last | all or an integer N >= 1, got {text!r}")
+
+
+def _task_weights(text: str) -> dict:
+    """--tasks family=weight,...: RecSysGLM's multi-task mix (checked before any model loads)."""
+    from .models.recsys_glm.task_prompts import FAMILIES
+
+    weights = {}
+    for part in text.split(","):
+        family, _, weight = part.strip().partition("=")
+        if family not in FAMILIES:
+            raise argparse.ArgumentTypeError(f"unknown task family {family!r}; use {', '.join(FAMILIES)}")
+        try:
+            weights[family] = float(weight or 1.0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--tasks {part!r}: the weight after '=' must be a number") from None
+        if weights[family] < 0:
+            raise argparse.ArgumentTypeError(f"--tasks {part!r}: weights must be >= 0")
+    return weights
 
 
 def _add_dataset_args(p: argparse.ArgumentParser, positional: bool = False) -> None:
@@ -285,7 +303,8 @@ def _training_config(args):
         extra = {"max_item_tokens": args.max_item_tokens}
         for dest, field in (("eval_users", "eval_users"), ("lm_layers", "lm_layers"), ("lora_rank", "lora_r"),
                             ("dynamic_positions", "dynamic_positions"), ("beam_size", "beam_size"),
-                            ("pretrain_epochs", "pretrain_epochs"), ("finetune_targets", "finetune_targets")):
+                            ("pretrain_epochs", "pretrain_epochs"), ("finetune_targets", "finetune_targets"),
+                            ("tasks", "tasks")):
             if getattr(args, dest) is not None:
                 extra[field] = getattr(args, dest)
         if args.keep_lora:
@@ -508,6 +527,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="save the LoRA adapters unmerged (loading then needs peft); default: merged into the weights")
     rg.add_argument("--no-dynamic-positions", dest="dynamic_positions", action="store_const", const=False, default=None,
                     help="ablation: plain GLM positions (1..n over each span) instead of the paper's trie-driven ones")
+    rg.add_argument("--tasks", type=_task_weights, default=None,
+                    help="multi-task fine-tuning: family=weight,... over rating, sequential, direct, explanation, "
+                         "summary (e.g. rating=1,sequential=2,direct=1), each on its seen templates; validation stays "
+                         "next-item. Default: next-item fine-tuning only")
     tr.set_defaults(func=cmd_train)
 
     rec = sub.add_parser("recommend", help="top-k items for a user of the checkpoint's dataset (unseen items by default)")

@@ -199,3 +199,46 @@ def test_recsys_glm_on_a_pretrained_lm_keeps_its_untied_head(catalog, tmp_path):
             assert model.get_output_embeddings() is None, name  # the output layer is the input embedding
         else:
             assert torch.equal(model.lm_head.weight[:rows], head), name
+
+
+def test_recsys_glm_multi_task_checkpoint_answers_every_family(ml100k, tmp_path, monkeypatch):
+    """Issue 11: one multi-task fine-tuning run; the saved checkpoint (model + processor, reloaded)
+    answers rating, sequential, direct (yes / no and choice) and text prompts; training drew seen
+    templates only."""
+    import torch
+
+    from genrec_hf import RecSysGLMForInfilling
+    from genrec_hf.models.recsys_glm.processing_recsys_glm import RecSysGLMProcessor
+    from genrec_hf.models.recsys_glm.task_prompts import RecSysGLMTasks
+    from genrec_hf.training.recipes import RecSysGLMTrainingConfig, train_recsys_glm
+    from genrec_hf.training.recsys_glm import RecSysGLMMultiTaskCollator
+
+    used = []
+    encode_row = RecSysGLMMultiTaskCollator.encode_row
+    monkeypatch.setattr(RecSysGLMMultiTaskCollator, "encode_row", lambda self, r: used.append(encode_row(self, r)) or used[-1])
+    cfg = RecSysGLMTrainingConfig(backbone="glm-tiny", pretrain_epochs=0, epochs=1, batch_size=4, limit_users=6, eval_users=3,
+                                  beam_size=4, max_items=5, progress=False, choice_negatives=4,
+                                  tasks={"rating": 1, "sequential": 1, "direct": 1}, task_rows_per_epoch=24)
+    train_recsys_glm(ml100k, str(tmp_path), cfg, dataset_spec={"source": "ml-100k"})
+    trained = [r["template_id"] for r in used if "template_id" in r]
+    assert len(trained) == 24 and {r["task"] for r in used if "task" in r} == {"rating", "sequential", "direct"}
+    model = RecSysGLMForInfilling.from_pretrained(tmp_path).eval()
+    processor = RecSysGLMProcessor.from_pretrained(tmp_path)
+    assert set(trained) <= set(processor.template_ids(split="seen"))
+    info = json.loads((tmp_path / "training_info.json").read_text())
+    assert info["training"]["tasks"] == {"rating": 1, "sequential": 1, "direct": 1}
+
+    tasks = RecSysGLMTasks(model, processor)
+    test = ml100k.splits["test"].select(range(2))
+    users, histories, targets = test["user"], test["history"], test["target"]
+    rating = tasks.predict_rating(users, histories, targets, template_id="rating-4")  # held out: zero-shot
+    assert rating.shape == (2,) and bool(((rating >= 1) & (rating <= 5)).all())
+    candidates = [processor.sample_candidates(t, h, num_negatives=4, rng=0) for t, h in zip(targets, histories)]
+    for template in ("direct-1", "direct-5"):
+        assert tasks.rank_candidates(users, histories, candidates, template_id=template).shape == (2, 5)
+    top = tasks.recommend(users, histories, top_k=3, template_id="sequential-3")
+    assert top.shape == (2, 3) and bool((top >= 0).all())
+    assert model.recommend(**processor(histories), top_k=3).item_ids.shape == (2, 3)  # recommend() keeps working
+    texts = tasks.explain(users, targets, max_new_tokens=4, num_beams=2)
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+    assert torch.isfinite(rating).all()

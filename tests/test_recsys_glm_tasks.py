@@ -297,3 +297,13 @@ def test_rating_errors_by_hand():
     assert rating_errors([1, 2, 3], [2, 2, 5]) == pytest.approx({"rmse": math.sqrt(5 / 3), "mae": 1.0})
     with pytest.raises(ValueError, match="2 predictions for 3 ratings"):
         rating_errors([1, 2], [1, 2, 3])
+
+
+def test_sequential_0_is_the_default_next_item_row(toy):
+    """Multi-task training on sequential-0 trains the very row validation and recommend() use."""
+    _, p = toy
+    for history, target in (([1, 2, 3], 9), ([5], 0), ([7, 8, 9, 10, 11, 12], 4)):
+        default = p.format.encode(history, target)
+        task = p.encode_task("sequential-0", history=history, answer=target)
+        for key in ("input_ids", "position_ids", "labels", "part_a_length"):
+            assert task[key] == default[key], key

@@ -448,6 +448,11 @@ class RecSysGLMTrainingConfig:
     epochs: float = 50.0  # next-item fine-tuning ceiling; early stopping ends the run
     early_stopping_patience: int = 5  # validations without improvement before stopping; 0 = off
     finetune_targets: str = "random"  # "random" position per user and epoch | the "last" training item
+    # None: next-item fine-tuning; {family: weight} (rating, sequential, direct, explanation, summary):
+    # multi-task fine-tuning on the families' seen templates (RecSysGLMMultiTaskCollator), one checkpoint
+    tasks: dict | None = None
+    task_rows_per_epoch: int | None = None  # default: users x families with weight > 0
+    choice_negatives: int = 19  # sampled negatives in a training row of a direct "choice" template
     objective_per: str = "batch"  # pretraining objective drawn per "batch" (THUDM GLM) or per "row"
     learning_rate: float | None = None  # default: 5e-4 random init, 2e-4 LoRA, 5e-5 full fine-tuning of a pretrained LM
     warmup_ratio: float = 0.05  # pretraining (linear decay over its fixed length); fine-tuning is constant
@@ -534,7 +539,14 @@ def train_recsys_glm(data, output_dir: str, cfg: RecSysGLMTrainingConfig | None 
     from ..backbones import THUDMGLMWeights, load_glm_backbone
     from .lancer import validation_subset
     from .ranking import RecommenderEvalCallback
-    from .recsys_glm import TARGETS, RecSysGLMNextItemCollator, RecSysGLMPretrainCollator, recsys_glm_datasets
+    from .recsys_glm import (
+        TARGETS,
+        RecSysGLMMultiTaskCollator,
+        RecSysGLMNextItemCollator,
+        RecSysGLMPretrainCollator,
+        recsys_glm_datasets,
+        recsys_glm_task_dataset,
+    )
 
     cfg = cfg or RecSysGLMTrainingConfig()
     if cfg.finetune_targets not in TARGETS:
@@ -581,10 +593,15 @@ def train_recsys_glm(data, output_dir: str, cfg: RecSysGLMTrainingConfig | None 
         shutil.rmtree(work_dir + "-pretrain", ignore_errors=True)
     train_ds, valid_ds = recsys_glm_datasets(data, "finetune", cfg.limit_users)
     valid_ds = validation_subset(valid_ds, cfg.eval_users, cfg.seed)
+    if cfg.tasks:  # validation stays next-item (sequential-0 is that row), so selection is as for one task
+        train_ds = recsys_glm_task_dataset(data, cfg.tasks, cfg.task_rows_per_epoch, cfg.seed, cfg.limit_users)
+        collator = RecSysGLMMultiTaskCollator(processor, seed=cfg.seed, choice_negatives=cfg.choice_negatives)
+    else:
+        collator = RecSysGLMNextItemCollator(processor, targets=cfg.finetune_targets, seed=cfg.seed)
     args = _training_arguments(work_dir, epochs=cfg.epochs, max_steps=cfg.max_steps, lr_scheduler_type="constant", **common)
     trainer = Trainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds,
-        data_collator=RecSysGLMNextItemCollator(processor, targets=cfg.finetune_targets, seed=cfg.seed),
+        data_collator=collator,
         callbacks=[RecommenderEvalCallback(processor, valid_ds, batch_size=cfg.eval_batch_size, top_k=cfg.beam_size),
                    *early_stopping(cfg.early_stopping_patience)],
     )

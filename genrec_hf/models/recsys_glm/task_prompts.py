@@ -274,12 +274,16 @@ class TaskPromptWriter:
 
 
 def _column(value, n: int, name: str) -> list:
-    """A per-row argument: a list of n values, or one value for every row."""
-    if isinstance(value, (list, tuple)) and not (name == "history" and value and isinstance(value[0], int)):
-        if len(value) != n:
-            raise ValueError(f"{name}: {len(value)} values for {n} rows")
-        return list(value)
-    return [value] * n
+    """A per-row argument: n values (a list, a tensor, a `datasets` column), or one value for every
+    row (a scalar, a string, None; for "history", one flat list of item ids)."""
+    if value is None or isinstance(value, (str, int, float)):
+        return [value] * n
+    values = list(value)
+    if name == "history" and not (values and hasattr(values[0], "__len__") and not isinstance(values[0], str)):
+        return [values] * n  # one history for every row
+    if len(values) != n:
+        raise ValueError(f"{name}: {len(values)} values for {n} rows")
+    return values
 
 
 class RecSysGLMTasks:
@@ -347,6 +351,7 @@ class RecSysGLMTasks:
         """Scores [N, C] of each user's C candidates (higher = more likely picked)."""
         template_id = template_id or self._default("direct")
         t = self._check_family(template_id, "direct")
+        candidates = [[int(c) for c in row] for row in candidates]
         n = len(candidates)
         users, histories = _column(users, n, "users"), _column(histories, n, "history")
         width = len(candidates[0])
@@ -365,6 +370,7 @@ class RecSysGLMTasks:
         """Next items by trie-constrained beam search on a sequential template (model.recommend)."""
         template_id = template_id or self._default("sequential")
         self._check_family(template_id, "sequential")
+        histories = [[int(i) for i in h] for h in histories]
         n = len(histories)
         users = _column(users, n, "users")
         rows = [self.processor.encode_task(template_id, user=u, history=h) for u, h in zip(users, histories)]
@@ -381,7 +387,10 @@ class RecSysGLMTasks:
         family, t = self.processor.template(template_id)
         if t["answer"] != "text":
             raise ValueError(f"template {template_id} answers with {t['answer']}, not text")
-        n = len(next(v for v in (reviews, items, users) if isinstance(v, (list, tuple))))
+        given = [v for v in (reviews, items, users) if v is not None and not isinstance(v, (str, int))]
+        if not given:
+            raise ValueError("generate_text needs per-row reviews, items or users (lists)")
+        n = len(list(given[0]))
         columns = [_column(v, n, name) for v, name in ((users, "users"), (items, "items"), (reviews, "reviews"),
                                                       (histories, "history"), (features, "features"))]
         rows = [self.processor.encode_task(template_id, user=u, item=i, review=r, history=h or (), feature=f)
