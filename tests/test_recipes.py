@@ -236,7 +236,7 @@ def test_recsys_glm_multi_task_checkpoint_answers_every_family(ml100k, tmp_path,
     candidates = [processor.sample_candidates(t, h, num_negatives=4, rng=0) for t, h in zip(targets, histories)]
     for template in ("direct-1", "direct-5"):
         assert tasks.rank_candidates(users, histories, candidates, template_id=template).shape == (2, 5)
-    top = tasks.recommend(users, histories, top_k=3, template_id="sequential-3")
+    top = tasks.recommend(users, histories, top_k=3, template_id="sequential-3").item_ids
     assert top.shape == (2, 3) and bool((top >= 0).all())
     assert model.recommend(**processor(histories), top_k=3).item_ids.shape == (2, 3)  # recommend() keeps working
     texts = tasks.explain(users, targets, max_new_tokens=4, num_beams=2)

@@ -480,6 +480,17 @@ class RecSysGLMTrainingConfig:
         return 2e-4 if self.resolved_lora_r(pretrained) else 5e-5
 
 
+def task_vocabulary_texts() -> list[str]:
+    """The shipped task templates' plain words and the short answers, for training a tokenizer,
+    repeated so that BPE merges them as the frequent words they are in task rows."""
+    import re
+
+    from ..models.recsys_glm.task_prompts import default_templates
+
+    prompts = [t["prompt"] for rows in default_templates().values() for t in rows]
+    return ([re.sub(r"\{[a-z_]+\}", " ", p) for p in prompts] + ["yes no 1 2 3 4 5 user_"]) * 100
+
+
 def build_recsys_glm(backbone, processor, **config):
     """A RecSysGLMForInfilling on a backbone of `backbones.load_glm_backbone`, fitted to the processor:
     vocabulary (with its special tokens), the five token ids, catalog size and item-token table.
@@ -558,6 +569,8 @@ def train_recsys_glm(data, output_dir: str, cfg: RecSysGLMTrainingConfig | None 
     _check_output_dir(output_dir, overwrite)
     set_seed(cfg.seed)
     texts = data.catalog.texts() + [RECSYS_GLM_DEFAULTS["instruction"], RECSYS_GLM_DEFAULTS["separator"]]
+    if cfg.tasks:  # a tokenizer trained here also learns the templates' words and the answers' (else: characters)
+        texts += task_vocabulary_texts()
     backbone, tokenizer, pretrained = load_glm_backbone(cfg.backbone, texts=texts, num_layers=cfg.lm_layers,
                                                         max_sequence_length=cfg.max_length)
     # what ran is what training_info.json records (None resolved by the backbone)

@@ -292,7 +292,7 @@ class RecSysGLMTasks:
         tasks = RecSysGLMTasks(model, processor)
         tasks.predict_rating(users, histories, items)               # expected ratings [N]
         tasks.rank_candidates(users, histories, candidates)         # scores [N, C], higher = better
-        tasks.recommend(users, histories, top_k=10)                 # item ids [N, top_k]
+        tasks.recommend(users, histories, top_k=10).item_ids        # [N, top_k]
         tasks.explain(users, items) / tasks.summarize(reviews)      # texts
 
     Each call takes a template id (default: the family's first seen template; a held-out id is a
@@ -367,19 +367,19 @@ class RecSysGLMTasks:
         return self._log_likelihoods(rows).view(n, width)
 
     def recommend(self, users, histories, top_k: int = 10, template_id: str | None = None, **kwargs):
-        """Next items by trie-constrained beam search on a sequential template (model.recommend)."""
+        """Next items by trie-constrained beam search on a sequential template: model.recommend's
+        output (item_ids [N, top_k], scores, num_valid, num_generated) over all rows. kwargs go to
+        model.recommend (exclude_history, num_beams, ...)."""
         template_id = template_id or self._default("sequential")
         self._check_family(template_id, "sequential")
         histories = [[int(i) for i in h] for h in histories]
         n = len(histories)
         users = _column(users, n, "users")
         rows = [self.processor.encode_task(template_id, user=u, history=h) for u, h in zip(users, histories)]
-        outs = []
-        for batch in self._batches(rows):
-            outs.append(self.model.recommend(**batch, top_k=top_k, **kwargs).item_ids.cpu())
         import torch
 
-        return torch.cat(outs)
+        outs = [self.model.recommend(**batch, top_k=top_k, **kwargs) for batch in self._batches(rows)]
+        return type(outs[0])(**{k: torch.cat([o[k].cpu() for o in outs]) for k in outs[0].keys()})
 
     def generate_text(self, template_id: str, users=None, items=None, reviews=None, histories=None, features=None,
                       max_new_tokens: int | None = None, num_beams: int = 4) -> list[str]:
