@@ -3,6 +3,7 @@
     python examples/train_recsys_glm.py --dataset ml-100k --backbone glm-small --output_dir runs/recsys_glm \\
         --pretrain_epochs 8 --num_train_epochs 50 --eval_users 200
     python examples/train_recsys_glm.py --backbone smollm2-135m --lora_r 8 --output_dir runs/recsys_glm_smollm2
+    python examples/train_recsys_glm.py --backbone glm-small --tasks rating=1,sequential=1,direct=1 --output_dir runs/rglm_tasks
 
 `--backbone`: glm-tiny / glm-small (the paper's GLM architecture, random init: no pretrained GLM is
 available offline), tiny (a random Llama: the rotary kind), smollm2-135m (offline GGUF) or a folder /
@@ -18,7 +19,10 @@ weights would leave them random.
    [MASK] where the next item goes, the item generated after [START] (`RecSysGLMNextItemCollator`).
    Each epoch is validated by trie-constrained beam search (`RecommenderEvalCallback`, `--beam_size`
    beams, on `--eval_users` seeded validation users) and the best epoch by validation NDCG@10 is
-   kept (`--eval_strategy` / `--metric_for_best_model` override it).
+   kept (`--eval_strategy` / `--metric_for_best_model` override it). With `--tasks family=weight,...`
+   the fine-tuning rows mix task families (rating, sequential, direct, explanation, summary) on
+   their seen templates (`recsys_glm_task_dataset`, `RecSysGLMMultiTaskCollator`); validation stays
+   next-item.
 
 All `TrainingArguments` flags apply to both stages (pretraining takes `--pretrain_epochs` and its
 own schedule). LoRA adapters are merged into the weights before saving (`--no_merge_lora` keeps
@@ -39,12 +43,15 @@ from genrec_hf import SeqRecPipeline, SeqRecProcessor, load_sequences
 from genrec_hf.backbones import load_glm_backbone
 from genrec_hf.evaluation import evaluate_recommender
 from genrec_hf.processing import RECSYS_GLM_DEFAULTS
+from genrec_hf.cli import _task_weights
 from genrec_hf.training import (
     RecommenderEvalCallback,
+    RecSysGLMMultiTaskCollator,
     RecSysGLMNextItemCollator,
     RecSysGLMPretrainCollator,
     parse_selecting_on_validation,
     recsys_glm_datasets,
+    recsys_glm_task_dataset,
 )
 from genrec_hf.training.lancer import validation_subset
 from genrec_hf.training.recipes import (
@@ -56,6 +63,7 @@ from genrec_hf.training.recipes import (
     record_results,
     save_checkpoint,
     selection_record,
+    task_vocabulary_texts,
     train_added_token_rows,
 )
 
@@ -90,6 +98,8 @@ class RecSysGLMArguments:
     dynamic_positions: bool = field(default=True, metadata={"help": "the paper's trie-driven positions (--no_dynamic_positions: "
                                                                     "the ablation)"})
     early_stopping_patience: int = field(default=5, metadata={"help": "validations without improvement before stopping; 0 = off"})
+    tasks: str | None = field(default=None, metadata={"help": "multi-task fine-tuning: family=weight,... (rating, sequential, "
+                                                              "direct, explanation, summary); default next-item only"})
 
 
 def main():
@@ -104,7 +114,10 @@ def main():
 
     data = load_sequences(data_args.dataset, format=data_args.format, k_core=data_args.k_core, item_file=data_args.item_file)
     print(data.describe())
+    weights = _task_weights(rargs.tasks) if rargs.tasks else None  # checked before anything loads
     texts = data.catalog.texts() + [RECSYS_GLM_DEFAULTS["instruction"], RECSYS_GLM_DEFAULTS["separator"]]
+    if weights:
+        texts += task_vocabulary_texts()
     backbone, tokenizer, pretrained = load_glm_backbone(rargs.backbone, texts=texts, num_layers=rargs.lm_layers,
                                                         max_sequence_length=rargs.max_length)
     resolved = RecSysGLMTrainingConfig(lora_r=rargs.lora_r, learning_rate=None)
@@ -142,10 +155,14 @@ def main():
     # 2. next-item fine-tuning, validated by beam search on the catalog trie
     train_ds, valid_ds = recsys_glm_datasets(data, "finetune", data_args.limit_users)
     valid_ds = validation_subset(valid_ds, data_args.eval_users, training_args.seed)
+    collator = RecSysGLMNextItemCollator(processor, targets=rargs.finetune_targets, seed=training_args.seed)
+    if weights:
+        train_ds = recsys_glm_task_dataset(data, weights, seed=training_args.seed, limit_users=data_args.limit_users)
+        collator = RecSysGLMMultiTaskCollator(processor, seed=training_args.seed)
     training_args.output_dir = f"{out}/trainer_checkpoints"
     trainer = Trainer(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=valid_ds,
-        data_collator=RecSysGLMNextItemCollator(processor, targets=rargs.finetune_targets, seed=training_args.seed),
+        data_collator=collator,
         callbacks=[RecommenderEvalCallback(processor, valid_ds, batch_size=training_args.per_device_eval_batch_size,
                                            top_k=rargs.beam_size),
                    *early_stopping(rargs.early_stopping_patience, training_args)],

@@ -97,7 +97,8 @@ def test_train_lancer_example_runs_every_stage_and_selects_on_validation(tmp_pat
     assert not AutoModel.from_pretrained(out_dir).item_vectors_stale()
 
 
-@pytest.mark.parametrize("backbone,extra", [("glm-tiny", []), ("tiny", ["--lora_r", "4"])])
+@pytest.mark.parametrize("backbone,extra", [("glm-tiny", []), ("tiny", ["--lora_r", "4"]),
+                                           ("glm-tiny", ["--tasks", "rating=1,sequential=1,direct=1"])])
 def test_train_recsys_glm_example_pretrains_then_selects_on_validation(tmp_path, monkeypatch, capsys, backbone, extra):
     out_dir = tmp_path / "recsys_glm"
     run_example("train_recsys_glm.py", [
@@ -114,6 +115,7 @@ def test_train_recsys_glm_example_pretrains_then_selects_on_validation(tmp_path,
     lora = backbone == "tiny"
     assert info["tuning"]["mode"] == ("lora r=4" if lora else "full fine-tuning") and info["tuning"]["lora_merged"] == lora
     assert info["training"]["learning_rate"] == 5e-4  # the random-init default, not TrainingArguments' 5e-5
+    assert info["training"]["tasks"] == (extra[1] if extra[:1] == ["--tasks"] else None)
     config = json.loads((out_dir / "config.json").read_text())
     assert config["beam_size"] == 3 and config["lora"] is None  # adapters merged before saving
     assert not list(out_dir.glob("trainer_checkpoints*"))
