@@ -52,6 +52,7 @@ METHOD_FLAGS = {
     "--eval-users": ("eval_users", ("lancer", "recsys_glm")), "--lm-layers": ("lm_layers", ("lancer", "recsys_glm")),
     "--lora-rank": ("lora_rank", ("recsys_glm",)), "--no-dynamic-positions": ("dynamic_positions", ("recsys_glm",)),
     "--keep-lora": ("keep_lora", ("recsys_glm",)), "--tasks": ("tasks", ("recsys_glm",)),
+    "--user-features": ("user_features", ("recsys_glm",)),
 }
 GENERATIVE = ("genrec", "lancer", "recsys_glm")
 LANCER_WINDOWS = ("random", "last")
@@ -304,7 +305,7 @@ def _training_config(args):
         for dest, field in (("eval_users", "eval_users"), ("lm_layers", "lm_layers"), ("lora_rank", "lora_r"),
                             ("dynamic_positions", "dynamic_positions"), ("beam_size", "beam_size"),
                             ("pretrain_epochs", "pretrain_epochs"), ("finetune_targets", "finetune_targets"),
-                            ("tasks", "tasks")):
+                            ("tasks", "tasks"), ("user_features", "user_features")):
             if getattr(args, dest) is not None:
                 extra[field] = getattr(args, dest)
         if args.keep_lora:
@@ -531,6 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="multi-task fine-tuning: family=weight,... over rating, sequential, direct, explanation, "
                          "summary (e.g. rating=1,sequential=2,direct=1), each on its seen templates; validation stays "
                          "next-item. Default: next-item fine-tuning only")
+    rg.add_argument("--user-features", type=lambda text: [f.strip() for f in text.split(",") if f.strip()], default=None,
+                    help="user fields written before the behaviour (the paper's textualised features), e.g. "
+                         "age,gender,occupation from ml-100k's user table; default: behaviour only")
     tr.set_defaults(func=cmd_train)
 
     rec = sub.add_parser("recommend", help="top-k items for a user of the checkpoint's dataset (unseen items by default)")

@@ -370,14 +370,15 @@ def test_recsys_glm_flags_reach_the_recipe_and_stay_off_other_methods(capsys, tm
     args = build_parser().parse_args(train + [
         "--lora-rank", "4", "--keep-lora", "--no-dynamic-positions", "--pretrain-epochs", "2", "--epochs", "3",
         "--eval-users", "50", "--lm-layers", "2", "--beam-size", "25", "--finetune-targets", "last", "--max-items", "7",
-        "--max-item-tokens", "16", "--learning-rate", "1e-3", "--tasks", "rating=2,sequential,direct=0.5"])
+        "--max-item-tokens", "16", "--learning-rate", "1e-3", "--tasks", "rating=2,sequential,direct=0.5",
+        "--user-features", "age, gender"])
     args.backbone = "smollm2-135m"
     cfg = _training_config(args)
     assert (cfg.backbone, cfg.lora_r, cfg.merge_lora, cfg.dynamic_positions, cfg.pretrain_epochs, cfg.epochs) == (
         "smollm2-135m", 4, False, False, 2.0, 3.0)
     assert (cfg.eval_users, cfg.lm_layers, cfg.beam_size, cfg.finetune_targets, cfg.max_items, cfg.max_item_tokens,
             cfg.learning_rate) == (50, 2, 25, "last", 7, 16, 1e-3)
-    assert cfg.tasks == {"rating": 2.0, "sequential": 1.0, "direct": 0.5}
+    assert cfg.tasks == {"rating": 2.0, "sequential": 1.0, "direct": 0.5} and cfg.user_features == ["age", "gender"]
     for bad, message in (("ranking=1", "unknown task family 'ranking'"), ("rating=x", "must be a number"),
                          ("rating=-1", "weights must be >= 0")):
         with pytest.raises(SystemExit):

@@ -84,3 +84,9 @@ def test_sources_without_feedback_say_so(tmp_path):
     assert data.feedback is None
     with pytest.raises(ValueError, match="no ratings or reviews"):
         data.feedback_splits()
+
+
+def test_ml100k_user_table_is_loaded(ml100k):
+    assert len(ml100k.user_features) == 943
+    assert ml100k.user_features["1"] == {"age": "24", "gender": "M", "occupation": "technician", "zip_code": "85711"}
+    assert ml100k.user_features["943"]["occupation"] == "student"

@@ -1,6 +1,7 @@
 """Training recipes: the epoch count is a ceiling and early stopping on validation ends the run."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -218,13 +219,17 @@ def test_recsys_glm_multi_task_checkpoint_answers_every_family(ml100k, tmp_path,
     monkeypatch.setattr(RecSysGLMMultiTaskCollator, "encode_row", lambda self, r: used.append(encode_row(self, r)) or used[-1])
     cfg = RecSysGLMTrainingConfig(backbone="glm-tiny", pretrain_epochs=0, epochs=1, batch_size=4, limit_users=6, eval_users=3,
                                   beam_size=4, max_items=5, progress=False, choice_negatives=4,
-                                  tasks={"rating": 1, "sequential": 1, "direct": 1}, task_rows_per_epoch=24)
+                                  tasks={"rating": 1, "sequential": 1, "direct": 1}, task_rows_per_epoch=24,
+                                  user_features=["age", "occupation"])
+    with pytest.raises(ValueError, match=r"unknown user field\(s\) \['salary'\]"):
+        train_recsys_glm(ml100k, str(tmp_path / "bad"), replace(cfg, user_features=["salary"]))
     train_recsys_glm(ml100k, str(tmp_path), cfg, dataset_spec={"source": "ml-100k"})
     trained = [r["template_id"] for r in used if "template_id" in r]
     assert len(trained) == 24 and {r["task"] for r in used if "task" in r} == {"rating", "sequential", "direct"}
     model = RecSysGLMForInfilling.from_pretrained(tmp_path).eval()
     processor = RecSysGLMProcessor.from_pretrained(tmp_path)
     assert set(trained) <= set(processor.template_ids(split="seen"))
+    assert processor.settings["user_table"]["1"] == {"age": "24", "occupation": "technician"}  # the chosen fields
     info = json.loads((tmp_path / "training_info.json").read_text())
     assert info["training"]["tasks"] == {"rating": 1, "sequential": 1, "direct": 1}
 

@@ -465,3 +465,27 @@ def test_bad_input_gives_clear_errors(processor, catalog, tokenizer_factory):
             RecSysGLMProcessor(tok, catalog, **setting)
     with pytest.raises(ValueError, match="cannot hold even the newest item"):
         RecSysGLMProcessor(tok, catalog, max_length=8)([[1, 2]])
+
+
+def test_user_ids_are_written_with_their_table_features(catalog, tokenizer_factory, tmp_path):
+    """The paper's textualised user features: a user id found in `user_table` is written as
+    'key: value; ...' (values as entities) in training rows and inference rows alike."""
+    table = {"7": {"age": "24", "occupation": "writer"}, "8": {"age": "53"}}
+    p = RecSysGLMProcessor(tokenizer_factory(), catalog, user_table=table)
+    plain = RecSysGLMProcessor(tokenizer_factory(), catalog)
+    with_id = p.encode([1, 2], 3, user="7")
+    assert with_id == p.encode([1, 2], 3, user=table["7"])  # an id reads as its features
+    assert plain.encode([1, 2], 3, user="7") == p.encode([1, 2], 3, user="unknown")  # no table entry: behaviour only
+    text = p.tokenizer.decode(with_id["input_ids"])
+    assert "age: 24; occupation: writer." in text.replace(" ;", ";")
+    features = p.format.textualise([], "7")
+    assert len({e for e in features.entity_ids if e >= 0}) == 2  # each value an entity
+    # the collators pass the row's user id, evaluation passes user ids: the same rows
+    collator = RecSysGLMNextItemCollator(p, targets="last")
+    row = collator.encode_row({"user": "8", "items": [1, 2, 3]})
+    assert row == p.encode([1, 2], 3, user="8")
+    batch = p([[1, 2]], users=["8"])
+    assert torch.equal(batch["input_ids"][0, :len(p.encode([1, 2], user="8")["input_ids"])],
+                       torch.tensor(p.encode([1, 2], user="8")["input_ids"]))
+    p.save_pretrained(tmp_path)
+    assert RecSysGLMProcessor.from_pretrained(tmp_path).encode([1, 2], 3, user="7") == with_id

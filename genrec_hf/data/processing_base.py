@@ -84,7 +84,8 @@ class SeqRecProcessorBase:
         self.format = self.format_class(self)
 
     def __repr__(self) -> str:
-        shown = {k: v for k, v in self.settings.items() if not isinstance(v, list)}
+        # tables (item lists, templates, user features) would flood the line
+        shown = {k: v for k, v in self.settings.items() if not isinstance(v, (list, dict)) or len(repr(v)) <= 120}
         return f"{type(self).__name__}(method={self.method!r}, items={len(self.catalog)}, settings={shown})"
 
     @classmethod

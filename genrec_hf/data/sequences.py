@@ -65,6 +65,8 @@ class SequenceData:
     # user -> what the user said about each item of `sequences[user]` (aligned): {"rating": 4.0,
     # "review": ..., "summary": ...}, keys as the source has them; None for sources without any
     feedback: dict[str, list[dict]] | None = None
+    # user -> attribute fields (ml-100k: age, gender, occupation, zip_code); None without a user table
+    user_features: dict[str, dict] | None = None
 
     def stats(self) -> dict:
         return _stats(self.sequences)
@@ -340,4 +342,5 @@ def load_sequences(
         raw_stats=raw_stats,
         filter_report=report,
         feedback={u: feedback[u] for u in users} if feedback is not None else None,
+        user_features={u: dict(raw.user_table.get(u, {})) for u in users} if raw.user_table is not None else None,
     )

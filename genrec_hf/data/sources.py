@@ -29,6 +29,7 @@ class RawInteractions:
     # per row, what the user said about the item where the source has it: "rating" (a number),
     # "review" and "summary" (texts); None when the source has none of them
     feedback: list[dict] | None = None
+    user_table: dict[str, dict] | None = None  # original user id -> attribute fields (ml-100k's .user file)
 
     def __len__(self) -> int:
         return len(self.users)
@@ -135,7 +136,27 @@ def read_recbole_atomic(directory: str | os.PathLike, name: str | None = None) -
                 if isinstance(fields.get("genres"), str):
                     fields["genres"] = fields["genres"].split()
                 item_table[item_id] = fields
-    return RawInteractions(users, items, times, item_table, source=str(inter_path), feedback=ratings)
+    user_table = None
+    user_path = directory / f"{name}.user"
+    if user_path.is_file():
+        user_table = {}
+        with open(user_path, encoding="utf-8") as f:
+            header = _atomic_header(f.readline(), user_path)
+            if "user_id" not in header:
+                raise DataFormatError(f"{user_path}, line 1: no user_id column (columns: {header})")
+            for lineno, line in enumerate(f, start=2):
+                if not line.strip():
+                    continue
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) != len(header):
+                    raise DataFormatError(
+                        f"{user_path}, line {lineno}: expected {len(header)} tab-separated fields, got {len(parts)}"
+                    )
+                row = dict(zip(header, parts))
+                user = row.pop("user_id")  # before the fields are read: an assignment evaluates its value first
+                user_table[user] = {k: v for k, v in row.items() if v != ""}
+    return RawInteractions(users, items, times, item_table, source=str(inter_path), feedback=ratings,
+                           user_table=user_table)
 
 
 # -- MovieLens-1M ----------------------------------------------------------------------------

@@ -453,6 +453,9 @@ class RecSysGLMTrainingConfig:
     tasks: dict | None = None
     task_rows_per_epoch: int | None = None  # default: users x families with weight > 0
     choice_negatives: int = 19  # sampled negatives in a training row of a direct "choice" template
+    # user fields written before the instruction (the paper's textualised user features), e.g.
+    # ["age", "gender", "occupation"] from ml-100k's .user table; None = behaviour only
+    user_features: list[str] | None = None
     objective_per: str = "batch"  # pretraining objective drawn per "batch" (THUDM GLM) or per "row"
     learning_rate: float | None = None  # default: 5e-4 random init, 2e-4 LoRA, 5e-5 full fine-tuning of a pretrained LM
     warmup_ratio: float = 0.05  # pretraining (linear decay over its fixed length); fine-tuning is constant
@@ -478,6 +481,20 @@ class RecSysGLMTrainingConfig:
         if not pretrained:
             return 5e-4
         return 2e-4 if self.resolved_lora_r(pretrained) else 5e-5
+
+
+def recsys_glm_user_table(data, fields: list[str] | None) -> dict | None:
+    """{user id: {field: value}} of the chosen user fields (None when `fields` is None); a clear
+    error when the dataset has no user table or lacks a field."""
+    if not fields:
+        return None
+    if data.user_features is None:
+        raise ValueError(f"{data.name} has no user table: user features need one (ml-100k ships ml-100k.user)")
+    known = sorted({k for feats in data.user_features.values() for k in feats})
+    unknown = [f for f in fields if f not in known]
+    if unknown:
+        raise ValueError(f"unknown user field(s) {unknown}; {data.name}'s user table has {known}")
+    return {u: {f: feats[f] for f in fields if f in feats} for u, feats in data.user_features.items()}
 
 
 def task_vocabulary_texts() -> list[str]:
@@ -571,6 +588,9 @@ def train_recsys_glm(data, output_dir: str, cfg: RecSysGLMTrainingConfig | None 
     texts = data.catalog.texts() + [RECSYS_GLM_DEFAULTS["instruction"], RECSYS_GLM_DEFAULTS["separator"]]
     if cfg.tasks:  # a tokenizer trained here also learns the templates' words and the answers' (else: characters)
         texts += task_vocabulary_texts()
+    user_table = recsys_glm_user_table(data, cfg.user_features)
+    if user_table:
+        texts += [" ".join(f"{k}: {v};" for k, v in fields.items()) for fields in user_table.values()]
     backbone, tokenizer, pretrained = load_glm_backbone(cfg.backbone, texts=texts, num_layers=cfg.lm_layers,
                                                         max_sequence_length=cfg.max_length)
     # what ran is what training_info.json records (None resolved by the backbone)
@@ -584,7 +604,7 @@ def train_recsys_glm(data, output_dir: str, cfg: RecSysGLMTrainingConfig | None 
                     if name in vocab}  # GLM's own sop / eop, trained with the weights
     processor = SeqRecProcessor(
         tokenizer, data.catalog, method="recsys_glm", max_items=cfg.max_items, max_item_tokens=cfg.max_item_tokens,
-        max_length=cfg.max_length, dynamic_positions=cfg.dynamic_positions, **settings,
+        max_length=cfg.max_length, dynamic_positions=cfg.dynamic_positions, user_table=user_table, **settings,
     )
     model = build_recsys_glm(backbone, processor, beam_size=cfg.beam_size)
     new_rows = 0

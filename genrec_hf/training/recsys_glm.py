@@ -25,7 +25,9 @@ BATCH_KEYS = ("input_ids", "position_ids", "part_a_length", "labels", "entity_id
 
 
 def _features(row: dict):
-    return row.get("user_features")
+    """A row's user: its feature dict, else its id (written with features when the processor's
+    user_table holds it, else adds nothing)."""
+    return row.get("user_features") or row.get("user")
 
 
 class _RecSysGLMCollator(abc.ABC):

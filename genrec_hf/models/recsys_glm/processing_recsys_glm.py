@@ -7,7 +7,8 @@ behaviour as text, GLM blank-infilling rows with entity-aware masks and 2D posit
     out = model.recommend(**inputs, top_k=10)
 
 **Text.** A row's text is `[bos] <features.> <instruction> t_1, t_2, ..., t_n`: optional user
-features ("key: value; key: value." when a history comes with a dict of user fields), the
+features ("key: value; key: value." when a history comes with a dict of user fields, or with a
+user id found in the `user_table` setting), the
 instruction (plain words), then the item texts (catalog template, "title" by default) joined by
 the separator. Items and attribute values are *entities*; plain words (instruction, keys,
 separators) are not. Every token carries the index of its entity in the row (`entity_ids`, -1
@@ -91,6 +92,8 @@ RECSYS_GLM_DEFAULTS = {
     "gmask_range": [0.5, 1.0],  # [gMASK]: the suffix's share of the text (paper: 50%-100%)
     "window_probs": {"long": 0.1, "medium": 0.3, "short": 0.6},  # paper: 10% / 30% / 60%
     "medium_fraction": 0.5,  # medium-term window: drawn from this most recent share of the sequence
+    # user id -> {field: value}: a user given by id is written with these features (None: ids add nothing)
+    "user_table": None,
     # task prompts (task_prompts.py): None = the templates shipped in task_templates/ (stored once read)
     "task_templates": None,
     "rating_range": [1, 5],  # ratings are whole numbers in this range
@@ -417,6 +420,8 @@ class RecSysGLMFormat:
             items.append(item)
 
         written = False  # whether plain words need a leading space
+        if user is not None and not isinstance(user, Mapping) and s["user_table"]:
+            user = s["user_table"].get(str(user))  # an id of the table's: its features (else nothing)
         if isinstance(user, Mapping):
             fields = [(str(k), v) for k, v in user.items() if v is not None and v != "" and v != []]
             for f, (key, value) in enumerate(fields):
@@ -537,9 +542,10 @@ class RecSysGLMProcessor(SeqRecProcessorBase):
     `processor(histories, targets=None, users=None)`: next-item rows (inference: Part B = [START];
     with targets: the fine-tuning rows). A user given as a dict of fields (`{"age": 25,
     "occupation": "writer"}`) is written before the instruction, each value an entity; a user id
-    string adds nothing. Such dicts (or `user_features` in the collators' raw rows) are the only
-    source of user features: the dataset loaders read none (ml-100k's `.user` table is not
-    loaded) and evaluation passes user ids, so ml-100k runs use behaviour only. Pretraining rows:
+    string adds nothing unless the `user_table` setting ({user id: {field: value}}) holds it: then
+    its features are written, so evaluation, which passes user ids, sees them too. The loaders read
+    ml-100k's `.user` table into `SequenceData.user_features`; the recipe's `user_features` (CLI
+    `--user-features age,gender,occupation`) puts the chosen fields into `user_table`. Pretraining rows:
     `encode_pretraining` / `encode_infilling` (lists, one row; `pad` makes a batch), as the
     collators in `genrec_hf.training.recsys_glm` use them.
     """
