@@ -85,6 +85,22 @@ def _atomic_header(line: str, path: Path) -> list[str]:
     return names
 
 
+def _atomic_records(path: Path, key: str):
+    """Yield (key value, the other fields) of each line of a RecBole atomic side file (.item, .user)."""
+    with open(path, encoding="utf-8") as f:
+        header = _atomic_header(f.readline(), path)
+        if key not in header:
+            raise DataFormatError(f"{path}, line 1: no {key} column (columns: {header})")
+        for lineno, line in enumerate(f, start=2):
+            if not line.strip():
+                continue
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != len(header):
+                raise DataFormatError(f"{path}, line {lineno}: expected {len(header)} tab-separated fields, got {len(parts)}")
+            row = dict(zip(header, parts))
+            yield row.pop(key), row
+
+
 def read_recbole_atomic(directory: str | os.PathLike, name: str | None = None) -> RawInteractions:
     """RecBole atomic files `<name>.inter` (user_id, item_id, timestamp) and optional `<name>.item`."""
     directory = Path(directory)
@@ -119,42 +135,16 @@ def read_recbole_atomic(directory: str | os.PathLike, name: str | None = None) -
     item_path = directory / f"{name}.item"
     if item_path.is_file():
         item_table = {}
-        with open(item_path, encoding="utf-8") as f:
-            header = _atomic_header(f.readline(), item_path)
-            rename = {"movie_title": "title", "release_year": "year", "class": "genres"}
-            for lineno, line in enumerate(f, start=2):
-                if not line.strip():
-                    continue
-                parts = line.rstrip("\n").split("\t")
-                if len(parts) != len(header):
-                    raise DataFormatError(
-                        f"{item_path}, line {lineno}: expected {len(header)} tab-separated fields, got {len(parts)}"
-                    )
-                row = dict(zip(header, parts))
-                item_id = row.pop("item_id")
-                fields = {rename.get(k, k): v for k, v in row.items()}
-                if isinstance(fields.get("genres"), str):
-                    fields["genres"] = fields["genres"].split()
-                item_table[item_id] = fields
-    user_table = None
+        rename = {"movie_title": "title", "release_year": "year", "class": "genres"}
+        for item_id, row in _atomic_records(item_path, "item_id"):
+            fields = {rename.get(k, k): v for k, v in row.items()}
+            if isinstance(fields.get("genres"), str):
+                fields["genres"] = fields["genres"].split()
+            item_table[item_id] = fields
     user_path = directory / f"{name}.user"
+    user_table = None
     if user_path.is_file():
-        user_table = {}
-        with open(user_path, encoding="utf-8") as f:
-            header = _atomic_header(f.readline(), user_path)
-            if "user_id" not in header:
-                raise DataFormatError(f"{user_path}, line 1: no user_id column (columns: {header})")
-            for lineno, line in enumerate(f, start=2):
-                if not line.strip():
-                    continue
-                parts = line.rstrip("\n").split("\t")
-                if len(parts) != len(header):
-                    raise DataFormatError(
-                        f"{user_path}, line {lineno}: expected {len(header)} tab-separated fields, got {len(parts)}"
-                    )
-                row = dict(zip(header, parts))
-                user = row.pop("user_id")  # before the fields are read: an assignment evaluates its value first
-                user_table[user] = {k: v for k, v in row.items() if v != ""}
+        user_table = {user: {k: v for k, v in row.items() if v != ""} for user, row in _atomic_records(user_path, "user_id")}
     return RawInteractions(users, items, times, item_table, source=str(inter_path), feedback=ratings,
                            user_table=user_table)
 
