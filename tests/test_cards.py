@@ -88,7 +88,9 @@ def test_card_for_a_recsys_glm_checkpoint(tmp_path, catalog, kind):
     info = {"method": "recsys_glm", "dataset": {"source": "ml-100k"}, "validation": METRICS, "test": METRICS,
             "metric_for_best_model": "ndcg@10", "tuning": tuning,
             "training": {"backbone": "smollm2-135m" if kind == "llama" else "glm-small", "pretrain_epochs": 8,
-                         "early_stopping_patience": 5}}
+                         "early_stopping_patience": 5,
+                         **({"tasks": {"rating": 1.0, "direct": 1.0}, "user_features": ["age", "occupation"]}
+                            if kind == "glm" else {})}}
     save_checkpoint(model, processor, str(folder), info=info)
     card = render_model_card(str(folder), "me/recsys-glm-ml100k")
     text, data = card.text, card.data.to_dict()
@@ -100,7 +102,11 @@ def test_card_for_a_recsys_glm_checkpoint(tmp_path, catalog, kind):
     if kind == "glm":
         assert "A GLM (`glm-small`: 2 layers" in text and "tuning: full fine-tuning; backbone randomly initialised" in text
         assert "base_model" not in data
+        assert "then multi-task fine-tuning\n  (task family weights {'rating': 1.0, 'direct': 1.0}" in text
+        assert "user features written before the behaviour: age, occupation" in text
+        assert "tasks = processor.task_runner(model)" in text
     else:
         assert "A rotary decoder LM" in text and "SmolLM2-135M-Instruct" in text
         assert "tuning: lora r=8 (adapters merged into the weights), the 5 added special-token rows trained" in text
         assert data["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+        assert "then next-item fine-tuning" in text and "task_runner" not in text and "user features" not in text

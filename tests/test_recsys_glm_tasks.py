@@ -271,6 +271,7 @@ def test_templates_travel_with_a_saved_processor(toy, tmp_path, run_without_genr
         assert "genrec_hf" not in type(p).__module__
         row = p.encode_task("direct-4", user="3", history=[1, 2], item=7, answer=True)
         assert row["input_ids"] == {row["input_ids"]!r} and row["position_ids"] == {row["position_ids"]!r}
+        assert type(p.task_runner(None)).__name__ == "RecSysGLMTasks"
         print("templates ok")
     """)
     run_without_genrec_hf(script, "templates ok")

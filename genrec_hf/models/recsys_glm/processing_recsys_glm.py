@@ -64,7 +64,7 @@ import torch
 from transformers import BatchEncoding
 
 from .processing_base import PAD_VALUES, SeqRecProcessorBase
-from .task_prompts import TaskPromptWriter, sample_candidates
+from .task_prompts import RecSysGLMTasks, TaskPromptWriter, sample_candidates
 
 OBJECTIVES = ("mask", "smask", "gmask")  # entity-, sentence-, document-level
 WINDOW_KINDS = ("long", "medium", "short")
@@ -601,6 +601,11 @@ class RecSysGLMProcessor(SeqRecProcessorBase):
         """encode_task rows -> a padded batch of the model contract (+ history_item_ids)."""
         keys = ("input_ids", "position_ids", "part_a_length", "labels", "entity_ids", "history_item_ids")
         return self.pad({k: [r[k] for r in rows] for k in keys}, return_tensors=return_tensors)
+
+    def task_runner(self, model, batch_size: int = 32) -> RecSysGLMTasks:
+        """Task-typed calls (predict_rating, rank_candidates, recommend, explain, summarize) over
+        `model` and this processor; reachable from a remote-code processor as well."""
+        return RecSysGLMTasks(model, self, batch_size)
 
     def sample_candidates(self, target: int, history, num_negatives: int = 99, rng=None) -> list[int]:
         """The target and `num_negatives` seeded negatives the user never interacted with, shuffled."""
