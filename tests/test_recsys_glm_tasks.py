@@ -350,3 +350,12 @@ def test_review_tasks_pipeline_on_the_amazon_fixture(tmp_path):
     metric = evaluate.load(evaluate_module_path("text_overlap"))
     scores = metric.compute(predictions=[s or "-" for s in summaries], references=test["summary"])
     assert set(scores) == {"bleu4", "rouge1", "rouge2", "rougeL"} and all(0 <= v <= 100 for v in scores.values())
+
+
+def test_a_first_rating_without_history_gets_a_template_without_history(toy):
+    _, p = toy
+    collator = RecSysGLMMultiTaskCollator(p, seed=0)
+    row = {"task": "rating", "user": "5", "items": [], "item": 3, "rating": 4.0, "review": "", "summary": ""}
+    used = {collator.encode_row(row)["template_id"] for _ in range(30)}
+    assert used and all("{history}" not in p.template(t)[1]["prompt"] for t in used)
+    assert used <= set(p.template_ids("rating", "seen"))

@@ -126,17 +126,21 @@ class RecSysGLMMultiTaskCollator(_RecSysGLMCollator):
         self.choice_negatives = int(choice_negatives)
         self.seen = {family: processor.template_ids(family, "seen") for family in processor.settings["task_templates"]}
 
-    def _template(self, family: str) -> str:
-        if not self.seen.get(family):
-            raise ValueError(f"no seen {family} template to train with")
-        return self.seen[family][int(self.rng.integers(len(self.seen[family])))]
+    def _template(self, family: str, has_history: bool = True) -> str:
+        """A seen template of the family; without a history (a user's first rating), one that
+        shows none."""
+        pool = [t for t in self.seen.get(family, [])
+                if has_history or "{history}" not in self.processor.template(t)[1]["prompt"]]
+        if not pool:
+            raise ValueError(f"no seen {family} template to train with" + ("" if has_history else " on a row without history"))
+        return pool[int(self.rng.integers(len(pool)))]
 
     def encode_row(self, row: dict) -> dict:
         if "target" in row:
             return self.encode_evaluation_row(row)
         family, p = row["task"], self.processor
-        tid = self._template(family)
         items, user = [int(i) for i in row["items"]], row.get("user")
+        tid = self._template(family, has_history=bool(items))
         if family in ("sequential", "direct"):
             if len(items) < 2:
                 raise ValueError(f"user {user!r}: a {family} training row needs at least two items")
