@@ -359,3 +359,25 @@ def test_a_first_rating_without_history_gets_a_template_without_history(toy):
     used = {collator.encode_row(row)["template_id"] for _ in range(30)}
     assert used and all("{history}" not in p.template(t)[1]["prompt"] for t in used)
     assert used <= set(p.template_ids("rating", "seen"))
+
+
+def test_single_token_yes_no_is_scored_from_one_row_per_candidate(catalog):
+    """With a tokenizer where ' yes' and ' no' are one token each (the recipe trains it so), a
+    candidate costs one forward: its score is log p(yes) normalised over {yes, no} at the first
+    answer position of the inference row."""
+    from genrec_hf.backbones import load_glm_backbone
+    from genrec_hf.models.recsys_glm.processing_recsys_glm import RecSysGLMProcessor
+    from genrec_hf.training.recipes import build_recsys_glm, task_vocabulary_texts
+
+    torch.manual_seed(0)
+    backbone, tokenizer, _ = load_glm_backbone("glm-tiny", texts=catalog.texts() + task_vocabulary_texts())
+    p = RecSysGLMProcessor(tokenizer, catalog, max_items=4)
+    model = build_recsys_glm(backbone, p, beam_size=4).eval()
+    yes, no = (p.format.tasks.answer_tokens("yes_no", a)[0] for a in (True, False))
+    assert len(yes) == len(no) == 1
+    scores = RecSysGLMTasks(model, p).rank_candidates(["1"], [[1, 2]], [[4, 9, 11]], template_id="direct-1")
+    batch = p.task_batch([p.encode_task("direct-1", user="1", history=[1, 2], item=9)])
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in batch.items() if k not in ("labels", "history_item_ids")}).logits[0, -1]
+    pair = logits.log_softmax(-1)[[yes[0], no[0]]]
+    assert torch.allclose(scores[0, 1], pair[0] - pair.logsumexp(-1), atol=1e-5)

@@ -321,6 +321,20 @@ class RecSysGLMTasks:
         out = [self.model.answer_log_likelihood(**b) for b in self._batches(rows)]
         return torch.cat(out).cpu() if out else torch.zeros(0)
 
+    def _first_token_log_probs(self, rows, tokens: list[int]) -> "torch.Tensor":
+        """[N, len(tokens)] log-probabilities of `tokens` as the first answer token of inference rows
+        (Part B = [START], the last column of every row)."""
+        import torch
+
+        self.model.eval()
+        out = []
+        with torch.no_grad():
+            for b in self._batches(rows):
+                b.pop("labels")
+                logits = self.model(**{k: v for k, v in b.items() if k != "history_item_ids"}, logits_to_keep=1).logits
+                out.append(logits[:, -1].float().log_softmax(-1)[:, tokens].cpu())
+        return torch.cat(out) if out else torch.zeros(0, len(tokens))
+
     def _check_family(self, template_id: str, family: str) -> dict:
         got, t = self.processor.template(template_id)
         if got != family:
@@ -358,9 +372,15 @@ class RecSysGLMTasks:
         if any(len(c) != width for c in candidates):
             raise ValueError("every user needs the same number of candidates")
         if t["answer"] == "yes_no":
-            rows = [self.processor.encode_task(template_id, user=u, history=h, item=c, answer=a)
-                    for u, h, cs in zip(users, histories, candidates) for c in cs for a in (True, False)]
-            pair = self._log_likelihoods(rows).view(n, width, 2)
+            yes, no = (self.processor.format.tasks.answer_tokens("yes_no", a)[0] for a in (True, False))
+            if len(yes) == len(no) == 1:  # one row per candidate: the first answer token's distribution
+                rows = [self.processor.encode_task(template_id, user=u, history=h, item=c)
+                        for u, h, cs in zip(users, histories, candidates) for c in cs]
+                pair = self._first_token_log_probs(rows, [yes[0], no[0]]).view(n, width, 2)
+            else:  # multi-token answers: each scored whole
+                rows = [self.processor.encode_task(template_id, user=u, history=h, item=c, answer=a)
+                        for u, h, cs in zip(users, histories, candidates) for c in cs for a in (True, False)]
+                pair = self._log_likelihoods(rows).view(n, width, 2)
             return pair[..., 0] - pair.logsumexp(dim=-1)
         rows = [self.processor.encode_task(template_id, user=u, history=h, candidates=cs, answer=c)
                 for u, h, cs in zip(users, histories, candidates) for c in cs]
