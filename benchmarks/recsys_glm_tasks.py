@@ -46,6 +46,8 @@ def main(argv=None) -> None:
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--backbone", default="glm-small")
     parser.add_argument("--tasks", default="rating=1,sequential=1,direct=1")
+    parser.add_argument("--task-rows-per-epoch", type=int, default=None, help="default: users x families")
+    parser.add_argument("--user-features", default=None, help="e.g. age,gender,occupation (ml-100k's user table)")
     parser.add_argument("--pretrain-epochs", type=float, default=2.0)
     parser.add_argument("--epochs", type=float, default=15.0)
     parser.add_argument("--eval-users", type=int, default=100)
@@ -82,7 +84,9 @@ def main(argv=None) -> None:
     if not args.skip_train:
         cfg = RecSysGLMTrainingConfig(backbone=args.backbone, tasks=_task_weights(args.tasks), pretrain_epochs=args.pretrain_epochs,
                                       epochs=args.epochs, eval_users=args.eval_users, beam_size=args.beam_size, seed=args.seed,
-                                      limit_users=args.limit_users, max_steps=args.max_steps)
+                                      limit_users=args.limit_users, max_steps=args.max_steps,
+                                      task_rows_per_epoch=args.task_rows_per_epoch,
+                                      user_features=args.user_features.split(",") if args.user_features else None)
         start = time.time()
         train_recsys_glm(data, args.output_dir, cfg, overwrite=True, dataset_spec={"source": "ml-100k"})
         info = read_training_info(args.output_dir)
