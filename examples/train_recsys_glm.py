@@ -157,7 +157,8 @@ def main():
     valid_ds = validation_subset(valid_ds, data_args.eval_users, training_args.seed)
     collator = RecSysGLMNextItemCollator(processor, targets=rargs.finetune_targets, seed=training_args.seed)
     if weights:
-        train_ds = recsys_glm_task_dataset(data, weights, seed=training_args.seed, limit_users=data_args.limit_users)
+        train_ds = recsys_glm_task_dataset(data, weights, seed=training_args.seed, limit_users=data_args.limit_users,
+                                           max_history=rargs.max_items)
         collator = RecSysGLMMultiTaskCollator(processor, seed=training_args.seed)
     training_args.output_dir = f"{out}/trainer_checkpoints"
     trainer = Trainer(

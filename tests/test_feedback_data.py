@@ -43,6 +43,9 @@ def test_feedback_splits_use_the_leave_one_out_cut(ml100k):
     assert not held_out & set(zip(train["user"], train["item"]))
     assert len(train) == 100000 - 2 * 943
     assert set(train["rating"]) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+    short = ml100k.feedback_splits(max_history=5)
+    assert short["test"][0]["history"] == ml100k.splits["test"][0]["history"][-5:]
+    assert short["train"][0]["history"] == [] and short["train"]["rating"] == train["rating"]
 
 
 def test_amazon_reviews_keep_rating_review_and_summary(tmp_path):

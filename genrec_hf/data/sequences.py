@@ -78,12 +78,14 @@ class SequenceData:
             train, valid = train.select(range(min(limit_users, len(train)))), valid.select(range(min(limit_users, len(valid))))
         return train, valid
 
-    def feedback_splits(self) -> DatasetDict:
+    def feedback_splits(self, max_history: int | None = None) -> DatasetDict:
         """Ratings and reviews held out per user in time order, the cut of leave-one-out: each user's
         last interaction is `test`, the one before `valid`, the rest `train`, so no test (or
         validation) rating or review is ever trained on, and the sequential splits' targets are the
         same interactions. Rows: user, item, history (catalog ids before the item, oldest first),
         rating (NaN where the source has none), review and summary ("" where absent).
+        `max_history` keeps only the newest N items of each history (a whole history per
+        interaction grows with the square of the sequence length: ml-1m would need GBs).
         Raises ValueError when the source carries no feedback (P5 text files, tables without a
         rating / review / summary column)."""
         if self.feedback is None:
@@ -98,7 +100,8 @@ class SequenceData:
                 row = rows[split]
                 row["user"].append(user)
                 row["item"].append(int(item))
-                row["history"].append([int(i) for i in items[:pos]])
+                first = 0 if max_history is None else max(0, pos - int(max_history))
+                row["history"].append([int(i) for i in items[first:pos]])
                 row["rating"].append(float(said[pos].get("rating", math.nan)))
                 row["review"].append(str(said[pos].get("review", "")))
                 row["summary"].append(str(said[pos].get("summary", "")))

@@ -627,7 +627,8 @@ def train_recsys_glm(data, output_dir: str, cfg: RecSysGLMTrainingConfig | None 
     train_ds, valid_ds = recsys_glm_datasets(data, "finetune", cfg.limit_users)
     valid_ds = validation_subset(valid_ds, cfg.eval_users, cfg.seed)
     if cfg.tasks:  # validation stays next-item (sequential-0 is that row), so selection is as for one task
-        train_ds = recsys_glm_task_dataset(data, cfg.tasks, cfg.task_rows_per_epoch, cfg.seed, cfg.limit_users)
+        train_ds = recsys_glm_task_dataset(data, cfg.tasks, cfg.task_rows_per_epoch, cfg.seed, cfg.limit_users,
+                                           max_history=cfg.max_items)
         collator = RecSysGLMMultiTaskCollator(processor, seed=cfg.seed, choice_negatives=cfg.choice_negatives)
     else:
         collator = RecSysGLMNextItemCollator(processor, targets=cfg.finetune_targets, seed=cfg.seed)

@@ -177,14 +177,16 @@ FAMILY_NEEDS = {"rating": "rating", "explanation": "review", "summary": "summary
 
 
 def recsys_glm_task_dataset(data, weights: dict, rows_per_epoch: int | None = None, seed: int = 0,
-                            limit_users: int | None = None) -> Dataset:
+                            limit_users: int | None = None, max_history: int | None = 50) -> Dataset:
     """Training rows of several task families mixed by `weights` ({family: weight}, normalised):
     `rows_per_epoch` rows (default: users x families with weight > 0), each family's share drawn
     (seeded; with replacement where its pool is smaller) from its pool: sequential and direct from
     the users' training sequences, rating / explanation / summary from the training interactions
     of `data.feedback_splits()` that carry a rating / review / summary. Columns: task, user, items
     (the sequence, or the history before the item), item (-1 for sequence rows), rating, review,
-    summary. The collator (RecSysGLMMultiTaskCollator) picks templates and targets per epoch."""
+    summary; a rating / review row's history holds its newest `max_history` items (the processor
+    writes no more than its max_items). The collator (RecSysGLMMultiTaskCollator) picks templates
+    and targets per epoch."""
     from genrec_hf.models.recsys_glm.task_prompts import FAMILIES
 
     unknown = set(weights) - set(FAMILIES)
@@ -205,7 +207,7 @@ def recsys_glm_task_dataset(data, weights: dict, rows_per_epoch: int | None = No
                              "summary": [""] * len(rows)}
             continue
         if feedback is None:
-            feedback = data.feedback_splits()["train"]  # raises when the source has no ratings / reviews
+            feedback = data.feedback_splits(max_history)["train"]  # raises when the source has no ratings / reviews
         need = FAMILY_NEEDS[family]
         keep = [i for i, (u, v) in enumerate(zip(feedback["user"], feedback[need]))
                 if u in users and (not math.isnan(v) if need == "rating" else bool(v.strip()))]
