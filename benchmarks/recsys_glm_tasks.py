@@ -103,6 +103,7 @@ def main(argv=None) -> None:
 
     families = args.families.split(",")
     test = data.splits["test"]
+    popularity = PopularityRecommender.fit(data.splits["train"]["items"], len(data.catalog))  # sequential and direct
     n = min(args.test_users or len(test), len(test))
     if "rating" in families:
         feedback = data.feedback_splits()
@@ -124,7 +125,6 @@ def main(argv=None) -> None:
             print(tid, results[f"rating/{tid} ({split})"])
             save()
     if "sequential" in families:
-        popularity = PopularityRecommender.fit(data.splits["train"]["items"], len(data.catalog))
         res = evaluate_recommender(popularity, test, split_name="test", limit=n, progress=False)
         results["sequential/popularity"] = {**res.metrics, "users": res.num_users}
         for tid in processor.template_ids("sequential"):
@@ -139,9 +139,6 @@ def main(argv=None) -> None:
     if "direct" in families:
         m = min(args.direct_users, len(test))
         rows = test.select(range(m))
-        counts = torch.zeros(len(data.catalog))
-        for items in data.splits["train"]["items"]:
-            counts.index_add_(0, torch.tensor(items, dtype=torch.long), torch.ones(len(items)))
         for tid in processor.template_ids("direct"):
             t = processor.template(tid)[1]
             negatives = args.negatives if t["answer"] == "yes_no" else args.choice_negatives
@@ -151,7 +148,7 @@ def main(argv=None) -> None:
             protocol = f"sampled: 1 positive + {negatives} negatives"
             key = f"direct/popularity ({protocol})"
             if key not in results:
-                results[key] = {**rank_metrics(counts[torch.tensor(cands)], where, (1, 5, 10)), "users": m}
+                results[key] = {**rank_metrics(popularity.counts[torch.tensor(cands)], where, (1, 5, 10)), "users": m}
             start = time.time()
             scores = tasks.rank_candidates(rows["user"], rows["history"], cands, template_id=tid)
             results[f"direct/{tid} ({t['split']}, {t['answer']}; {protocol})"] = {

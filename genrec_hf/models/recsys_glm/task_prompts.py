@@ -28,6 +28,7 @@ import re
 from typing import Mapping, Sequence
 
 import numpy as np
+import torch
 
 FAMILIES = ("rating", "sequential", "direct", "explanation", "summary")
 SPLITS = ("seen", "held_out")
@@ -314,18 +315,14 @@ class RecSysGLMTasks:
             batch = self.processor.task_batch(rows[start: start + self.batch_size])
             yield {k: v.to(self._device()) for k, v in batch.items()}
 
-    def _log_likelihoods(self, rows) -> "torch.Tensor":
-        import torch
-
+    def _log_likelihoods(self, rows) -> torch.Tensor:
         self.model.eval()
         out = [self.model.answer_log_likelihood(**b) for b in self._batches(rows)]
         return torch.cat(out).cpu() if out else torch.zeros(0)
 
-    def _first_token_log_probs(self, rows, tokens: list[int]) -> "torch.Tensor":
+    def _first_token_log_probs(self, rows, tokens: list[int]) -> torch.Tensor:
         """[N, len(tokens)] log-probabilities of `tokens` as the first answer token of inference rows
         (Part B = [START], the last column of every row)."""
-        import torch
-
         self.model.eval()
         out = []
         with torch.no_grad():
@@ -343,8 +340,6 @@ class RecSysGLMTasks:
 
     def rating_distribution(self, users, histories, items, template_id: str | None = None):
         """(values [R], probabilities [N, R]) over the whole-number ratings of rating_range."""
-        import torch
-
         template_id = template_id or self._default("rating")
         self._check_family(template_id, "rating")
         items = [int(i) for i in items]
@@ -396,8 +391,6 @@ class RecSysGLMTasks:
         n = len(histories)
         users = _column(users, n, "users")
         rows = [self.processor.encode_task(template_id, user=u, history=h) for u, h in zip(users, histories)]
-        import torch
-
         outs = [self.model.recommend(**batch, top_k=top_k, **kwargs) for batch in self._batches(rows)]
         return type(outs[0])(**{k: torch.cat([o[k].cpu() for o in outs]) for k in outs[0].keys()})
 
