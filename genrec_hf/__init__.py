@@ -7,11 +7,15 @@ from . import models
 from .data import ItemCatalog, load_sequences
 from .models import (
     GenRecConfig,
+    GRU4RecConfig,
+    GRU4RecForSeqRec,
     GenRecForConditionalGeneration,
     LancerConfig,
     LancerForSeqRec,
     RecSysGLMConfig,
     RecSysGLMForInfilling,
+    SASRecConfig,
+    SASRecForSeqRec,
     ST2SIConfig,
     ST2SIForItemPrediction,
 )
@@ -22,11 +26,15 @@ from .version import __version__
 __all__ = [
     "GenRecConfig",
     "GenRecForConditionalGeneration",
+    "GRU4RecConfig",
+    "GRU4RecForSeqRec",
     "ItemCatalog",
     "LancerConfig",
     "LancerForSeqRec",
     "RecSysGLMConfig",
     "RecSysGLMForInfilling",
+    "SASRecConfig",
+    "SASRecForSeqRec",
     "ST2SIConfig",
     "ST2SIForItemPrediction",
     "SeqRecPipeline",

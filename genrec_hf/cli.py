@@ -55,6 +55,8 @@ METHOD_FLAGS = {
     "--user-features": ("user_features", ("recsys_glm",)),
 }
 GENERATIVE = ("genrec", "lancer", "recsys_glm")
+ITEM_ID_MODELS = ("sasrec", "gru4rec")  # no text, no backbone
+TRAIN_METHODS = ("st2si", "genrec", "lancer", "recsys_glm", *ITEM_ID_MODELS)
 LANCER_WINDOWS = ("random", "last")
 DECODE_MODES = ("cosine", "trie")
 STRATEGIES = ("beam_search", "beam_sample", "greedy", "sample")
@@ -256,7 +258,8 @@ def cmd_evaluate(args) -> int:
 
 def _training_config(args):
     """The method's training config from the CLI flags (unset flags keep the method's defaults)."""
-    from .training.recipes import GenRecTrainingConfig, LancerTrainingConfig, RecSysGLMTrainingConfig, ST2SITrainingConfig
+    from .training.recipes import (GenRecTrainingConfig, ItemIDTrainingConfig, LancerTrainingConfig, RecSysGLMTrainingConfig,
+                                   ST2SITrainingConfig)
 
     foreign: dict[tuple, list[str]] = {}  # the methods that read them -> flags given to another method
     for flag, (dest, methods) in METHOD_FLAGS.items():
@@ -268,19 +271,22 @@ def _training_config(args):
         raise ValueError("; ".join(f"{', '.join(flags)} {'apply' if len(flags) > 1 else 'applies'} only to --method "
                                    f"{' or '.join(methods)}" for methods, flags in foreign.items())
                          + (hint.get(args.method, "") if lora else ""))
-    common = {
-        "backbone": args.backbone, "max_steps": args.max_steps,
-        "seed": args.seed, "limit_users": args.limit_users, "progress": not args.no_progress,
-        "early_stopping_patience": args.early_stopping_patience,
-    }
-    for name in ("learning_rate", "batch_size", "max_items"):
+    common = {"max_steps": args.max_steps, "seed": args.seed, "limit_users": args.limit_users, "progress": not args.no_progress}
+    for name in ("learning_rate", "batch_size", "max_items", "early_stopping_patience"):
         if getattr(args, name) is not None:
             common[name] = getattr(args, name)
+    if args.method in ITEM_ID_MODELS:
+        if args.backbone is not None:
+            raise ValueError(f"--backbone does not apply to --method {args.method}: it reads item ids, not text")
+        if args.epochs is not None:
+            common["epochs"] = args.epochs
+        return ItemIDTrainingConfig(method=args.method, **common, **({"windows": args.windows} if args.windows else {}))
+    common["backbone"] = args.backbone
     if args.method == "lancer":
         if args.epochs is not None:
             raise ValueError("--epochs is not used by lancer, which trains in stages: give --knowledge-epochs, "
                              "--stage1-epochs and/or --stage2-epochs")
-        if args.windows not in LANCER_WINDOWS:
+        if args.windows is not None and args.windows not in LANCER_WINDOWS:
             raise ValueError(f"--windows {args.windows} is ST2SI's; lancer trains on: {' | '.join(LANCER_WINDOWS)}")
         extra = {dest: getattr(args, dest) for dest in LANCER_FLAGS.values() if getattr(args, dest) is not None}
         stage2 = extra.get("stage2", "none")
@@ -294,12 +300,12 @@ def _training_config(args):
                 raise ValueError(f"{flag} needs --stage2 full or --stage2 lora")
         if args.beam_size is not None:
             extra["beam_size"] = args.beam_size
-        return LancerTrainingConfig(**common, **extra, max_item_tokens=args.max_item_tokens, windows=args.windows)
+        return LancerTrainingConfig(**common, **extra, max_item_tokens=args.max_item_tokens, **({"windows": args.windows} if args.windows else {}))
     if args.epochs is not None:
         common["epochs"] = args.epochs
     if args.method == "recsys_glm":
-        if args.windows != "random":
-            raise ValueError("--windows is ST2SI's and LANCER's; recsys_glm picks its fine-tuning targets with "
+        if args.windows is not None:
+            raise ValueError("--windows is ST2SI's, LANCER's and the ID models'; recsys_glm picks its fine-tuning targets with "
                              "--finetune-targets random|last")
         extra = {"max_item_tokens": args.max_item_tokens}
         for dest, field in (("eval_users", "eval_users"), ("lm_layers", "lm_layers"), ("lora_rank", "lora_r"),
@@ -316,7 +322,7 @@ def _training_config(args):
     if args.method == "st2si":
         return ST2SITrainingConfig(
             **common, tune_mode=args.tune_mode, max_item_tokens=args.max_item_tokens, multi_query=not args.single_query,
-            id_alignment=not args.no_alignment, windows=args.windows, cache_states=not args.no_cache,
+            id_alignment=not args.no_alignment, windows=args.windows or "random", cache_states=not args.no_cache,
         )
     extra = {"pretrain_max_steps": args.pretrain_max_steps, "item_text_ids": args.item_text_ids, "eval_every": args.eval_every,
              "unknown_user_prob": args.unknown_user_prob, "id_embedding_scale": args.id_embedding_scale}
@@ -332,10 +338,12 @@ def _training_config(args):
 def cmd_train(args) -> int:
     from .evaluation import evaluate_recommender
     from .pipeline import SeqRecPipeline
-    from .training.recipes import ranking_summary, record_results, train_genrec, train_lancer, train_recsys_glm, train_st2si
+    from .training.recipes import (ranking_summary, record_results, train_genrec, train_item_id_model, train_lancer,
+                                   train_recsys_glm, train_st2si)
 
-    trainers = {"st2si": train_st2si, "genrec": train_genrec, "lancer": train_lancer, "recsys_glm": train_recsys_glm}
-    if args.backbone is None:
+    trainers = {"st2si": train_st2si, "genrec": train_genrec, "lancer": train_lancer, "recsys_glm": train_recsys_glm,
+                **{method: train_item_id_model for method in ITEM_ID_MODELS}}
+    if args.backbone is None and args.method not in ITEM_ID_MODELS:
         args.backbone = "glm-tiny" if args.method == "recsys_glm" else "tiny"
     if args.dataset is None:
         args.dataset = "ml-100k"
@@ -433,18 +441,19 @@ def build_parser() -> argparse.ArgumentParser:
     stats.set_defaults(func=cmd_data_stats)
 
     tr = sub.add_parser("train", help="train a method and save a checkpoint folder (best on validation)")
-    tr.add_argument("--method", required=True, choices=("st2si", "genrec", "lancer", "recsys_glm"),
-                    help="st2si | genrec | lancer | recsys_glm")
+    tr.add_argument("--method", required=True, choices=TRAIN_METHODS,
+                    help="st2si | genrec | lancer | recsys_glm | sasrec | gru4rec (the classical item-ID references)")
     _add_dataset_args(tr)
     tr.add_argument("--backbone", default=None,
                     help="st2si, lancer: tiny | smollm2-135m | folder | Hub id (lancer: a causal LM, gpt2 in the paper); "
                          "genrec: tiny | bart-small | BART folder | Hub id (default: tiny); recsys_glm: glm-tiny (default) | "
                          "glm-small (native GLM, random init) | tiny (random Llama) | smollm2-135m | Llama-family or "
-                         "THUDM GLM folder")
+                         "THUDM GLM folder; sasrec, gru4rec: none (item ids only)")
     tr.add_argument("--output-dir", required=True)
     tr.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --output-dir")
     tr.add_argument("--epochs", type=POSITIVE_FLOAT, default=None,
-                    help="st2si, genrec, recsys_glm (finetuning): epoch ceiling; default 50 (early stopping ends the run). "
+                    help="st2si, genrec, recsys_glm (finetuning), sasrec, gru4rec: epoch ceiling; default 50 (sasrec, gru4rec: "
+                         "300, RecBole's; early stopping ends the run). "
                          "Not for lancer, which trains in stages: --knowledge-epochs, --stage1-epochs, --stage2-epochs")
     tr.add_argument("--max-steps", type=MAX_STEPS, default=-1,
                     help="smoke runs: training steps (genrec: finetuning; lancer, recsys_glm: per stage); -1 = no limit")
@@ -453,14 +462,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-items", type=POSITIVE_INT, default=None,
                     help="history window in items (default 50; lancer 10, the paper's; recsys_glm 20)")
     tr.add_argument("--max-item-tokens", type=POSITIVE_INT, default=32, help="st2si, lancer, recsys_glm: tokens per item text (paper: 32)")
-    tr.add_argument("--windows", type=_windows, default="random",
+    tr.add_argument("--windows", type=_windows, default=None,
                     help="st2si: training windows per user and epoch: random (a fresh seeded (start, target) span per epoch, "
                          "as the official code; default) | last (the newest window only) | all (every transition once) | "
-                         "N (the newest N); lancer: random (a random target position per user and epoch; default) | last")
+                         "N (the newest N); lancer: random (a random target position per user and epoch; default) | last; "
+                         "sasrec, gru4rec: all (default) | random | last | N")
     tr.add_argument("--seed", type=SEED, default=42)
-    tr.add_argument("--early-stopping-patience", type=NON_NEGATIVE_INT, default=5,
+    tr.add_argument("--early-stopping-patience", type=NON_NEGATIVE_INT, default=None,
                     help="validations without improvement of NDCG@10 before training (lancer: a stage) stops "
-                         "(default 5, the ST2SI paper's; 0 = off)")
+                         "(default 5, the ST2SI paper's; sasrec, gru4rec: 10, RecBole's stopping_step; 0 = off)")
     tr.add_argument("--limit-users", type=POSITIVE_INT, default=None, help="smoke runs: first N users only")
     tr.add_argument("--skip-test", action="store_true", help="do not evaluate on test after training")
     tr.add_argument("--no-progress", action="store_true")

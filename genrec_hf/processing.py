@@ -1,6 +1,7 @@
 """SeqRecProcessor: any method's processor, picked by `method`.
 
     processor = SeqRecProcessor(tokenizer, catalog, method="st2si")   # or "genrec", "lancer", "recsys_glm"
+    processor = SeqRecProcessor(None, catalog, method="sasrec")       # item-ID models ("sasrec", "gru4rec"): no text
     inputs = processor(histories, return_tensors="pt")      # histories: lists of catalog ids
     model(**inputs); model.recommend(**inputs, top_k=10)
     processor.decode_items(out.item_ids)                      # titles
@@ -23,12 +24,15 @@ import os
 
 from .data.processing_base import PAD_VALUES, PROCESSOR_CONFIG, load_processor_config
 from .models.genrec.processing_genrec import GENREC_DEFAULTS, GenRecFormat, GenRecProcessor
+from .models.gru4rec.processing_gru4rec import GRU4RecProcessor
 from .models.lancer.processing_lancer import LANCER_DEFAULTS, LancerFormat, LancerProcessor
 from .models.recsys_glm.processing_recsys_glm import RECSYS_GLM_DEFAULTS, RecSysGLMFormat, RecSysGLMProcessor
+from .models.sasrec.processing_sasrec import SASRecProcessor
 from .models.st2si.processing_st2si import ST2SI_DEFAULTS, ST2SIFormat, ST2SIProcessor
 
 # method name -> its processor class (a new method adds its processing_<method>.py class here)
-PROCESSORS = {"st2si": ST2SIProcessor, "genrec": GenRecProcessor, "lancer": LancerProcessor, "recsys_glm": RecSysGLMProcessor}
+PROCESSORS = {"st2si": ST2SIProcessor, "genrec": GenRecProcessor, "lancer": LancerProcessor, "recsys_glm": RecSysGLMProcessor,
+              "sasrec": SASRecProcessor, "gru4rec": GRU4RecProcessor}
 METHODS = tuple(PROCESSORS)
 FORMATS = {method: cls.format_class for method, cls in PROCESSORS.items()}
 
@@ -59,5 +63,5 @@ for _cls in PROCESSORS.values():
 
 __all__ = [
     "FORMATS", "GENREC_DEFAULTS", "LANCER_DEFAULTS", "METHODS", "PAD_VALUES", "PROCESSORS", "PROCESSOR_CONFIG", "ST2SI_DEFAULTS", "RECSYS_GLM_DEFAULTS",
-    "GenRecFormat", "GenRecProcessor", "LancerFormat", "LancerProcessor", "RecSysGLMFormat", "RecSysGLMProcessor", "ST2SIFormat", "ST2SIProcessor", "SeqRecProcessor", "processor_class",
+    "GRU4RecProcessor", "GenRecFormat", "GenRecProcessor", "SASRecProcessor", "LancerFormat", "LancerProcessor", "RecSysGLMFormat", "RecSysGLMProcessor", "ST2SIFormat", "ST2SIProcessor", "SeqRecProcessor", "processor_class",
 ]

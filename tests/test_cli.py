@@ -143,8 +143,15 @@ def test_numeric_options_accept_their_bounds():
     assert (args.max_steps, args.pretrain_epochs, args.unknown_user_prob, args.windows, args.seed, args.epochs) == (
         -1, 0.0, 1.0, "3", 0, 0.5)
     defaults = build_parser().parse_args(TRAIN)
-    assert (defaults.windows, defaults.early_stopping_patience, defaults.id_embedding_scale) == ("random", 5, 1.0)
     from genrec_hf.cli import _training_config
+
+    # unset, the method's own defaults apply: ST2SI's paper settings, RecBole's for the ID models
+    assert (defaults.windows, defaults.early_stopping_patience, defaults.id_embedding_scale) == (None, None, 1.0)
+    defaults.backbone = "tiny"
+    st2si = _training_config(defaults)
+    assert (st2si.windows, st2si.early_stopping_patience) == ("random", 5)
+    sasrec = _training_config(build_parser().parse_args(["train", "--method", "sasrec", "--output-dir", "unused"]))
+    assert (sasrec.windows, sasrec.early_stopping_patience, sasrec.epochs, sasrec.learning_rate) == ("all", 10, 300.0, 1e-3)
 
     defaults.backbone, defaults.early_stopping_patience = "tiny", 0
     assert _training_config(defaults).early_stopping_patience == 0  # the flag reaches the recipe
@@ -400,7 +407,7 @@ def test_recsys_glm_flags_reach_the_recipe_and_stay_off_other_methods(capsys, tm
         ("lancer", ["--lora-rank", "4"], "--lora-rank applies only to --method recsys_glm (lancer's LoRA rank is --lora-r)"),
         ("recsys_glm", ["--lora-r", "4"], "--lora-r applies only to --method lancer (recsys_glm's LoRA rank is --lora-rank)"),
         ("recsys_glm", ["--decode", "trie", "--stage2", "lora"], "--stage2, --decode apply only to --method lancer"),
-        ("recsys_glm", ["--windows", "last"], "--windows is ST2SI's and LANCER's; recsys_glm picks its fine-tuning "
+        ("recsys_glm", ["--windows", "last"], "--windows is ST2SI's, LANCER's and the ID models'; recsys_glm picks its fine-tuning "
                                               "targets with --finetune-targets random|last"),
         ("recsys_glm", ["--lora-rank", "0", "--keep-lora"], "--keep-lora needs LoRA adapters: not with --lora-rank 0 "
                                                             "(full fine-tuning)"),

@@ -84,7 +84,7 @@ def test_upload_pushes_the_checkpoint_and_its_card(checkpoint, fake_hub):
     assert created["name"] == "st2si-toy" and created["organization"] == "org"
     assert created.get("visibility") == "private" or created.get("private") is True  # field name differs by hub version
     pushed = fake_hub["files"]
-    for name in ("config.json", "model.safetensors", "modeling_st2si.py", "configuration_st2si.py", "saving.py",
+    for name in ("config.json", "model.safetensors", "modeling_st2si.py", "configuration_st2si.py", "saving.py", "scoring.py",
                  "item_catalog.json", "processor_config.json", "tokenizer.json", "README.md",
                  "processing_st2si.py", "processing_base.py", "catalog.py"):  # the processor's remote code
         assert name in pushed, name

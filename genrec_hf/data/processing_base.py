@@ -69,7 +69,8 @@ class SeqRecProcessorBase:
     _auto_class: str | None = None
 
     def __init__(self, tokenizer, catalog: ItemCatalog, **settings):
-        if tokenizer is None:
+        uses_tokenizer = getattr(self.format_class, "uses_tokenizer", True)
+        if tokenizer is None and uses_tokenizer:
             raise ValueError(f"{type(self).__name__} needs a tokenizer")
         self.tokenizer = tokenizer
         self.catalog = catalog
@@ -78,7 +79,7 @@ class SeqRecProcessorBase:
         if unknown:
             raise ValueError(f"unknown {self.method} processor setting(s) {sorted(unknown)}; known: {sorted(defaults)}")
         self.settings = {**defaults, **settings}
-        if self.tokenizer.pad_token_id is None:
+        if self.tokenizer is not None and self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         self._item_tokens: list[list[int]] | None = None
         self.format = self.format_class(self)
@@ -194,7 +195,8 @@ class SeqRecProcessorBase:
         """Right-pad input_ids (pad id) and attention_mask; other keys with PAD_VALUES."""
         ids = data["input_ids"]
         width = max(len(r) for r in ids)
-        pad = self.tokenizer.pad_token_id
+        # item-id formats (no tokenizer) name their own padding id
+        pad = getattr(self.format, "pad_id", None) if self.tokenizer is None else self.tokenizer.pad_token_id
         out = {
             "input_ids": [list(r) + [pad] * (width - len(r)) for r in ids],
             "attention_mask": [[1] * len(r) + [0] * (width - len(r)) for r in ids],
@@ -221,7 +223,8 @@ class SeqRecProcessorBase:
         """Tokenizer, item catalog and settings; with `register_for_auto_class` (every method's
         processor calls it), also this class's `.py` files and an `AutoProcessor` auto_map entry."""
         os.makedirs(save_directory, exist_ok=True)
-        self.tokenizer.save_pretrained(save_directory)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(save_directory)
         self.catalog.save_pretrained(save_directory)
         config = {"processor_class": type(self).__name__, "method": self.method, **self.settings}
         if self._auto_class is not None:
@@ -252,7 +255,8 @@ class SeqRecProcessorBase:
         for key in ("processor_class", "auto_map"):
             config.pop(key, None)
         # the user's answer goes on to the tokenizer: the folder's config.json names a remote-code model
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
+        tokenizer = (AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
+                     if getattr(cls.format_class, "uses_tokenizer", True) else None)
         catalog = ItemCatalog.from_pretrained(os.path.dirname(catalog_path))
         processor = cls(tokenizer, catalog, **{**config, **overrides})
         model_config = cached_file(source, "config.json", _raise_exceptions_for_missing_entries=False, **kwargs)

@@ -646,6 +646,72 @@ def train_recsys_glm(data, output_dir: str, cfg: RecSysGLMTrainingConfig | None 
                            before_save=(lambda m: m.merge_lora()) if merge else None, extra_info={"tuning": tuning})
 
 
+ITEM_ID_METHODS = ("sasrec", "gru4rec")
+
+
+@dataclass
+class ItemIDTrainingConfig:
+    """A SASRec or GRU4Rec run, RecBole's settings where it has them: Adam at lr 1e-3 (AdamW with
+    no weight decay), constant LR, cross-entropy over the whole catalog, early stopping after 10
+    validations without improvement, a 300-epoch ceiling. The model's own defaults (RecBole's
+    SASRec.yaml / GRU4Rec.yaml) are overridden by `model_config`."""
+
+    method: str = "sasrec"
+    max_items: int = 50
+    model_config: dict | None = None  # SASRecConfig / GRU4RecConfig overrides, e.g. {"hidden_size": 128}
+    windows: str | int = "all"  # training rows per user (training/item_ids.py)
+    epochs: float = 300.0  # a ceiling: early stopping ends the run
+    early_stopping_patience: int = 10
+    max_steps: int = -1
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 64  # windows (each up to max_items labelled positions)
+    eval_batch_size: int = 256
+    seed: int = 42
+    limit_users: int | None = None
+    progress: bool = True
+
+    # the CLI's shared --backbone flag has no meaning for these models; recorded as "none"
+    backbone: str = "none"
+
+
+def train_item_id_model(data, output_dir: str, cfg: ItemIDTrainingConfig | None = None, overwrite: bool = False,
+                        dataset_spec: dict | None = None):
+    """Train SASRec or GRU4Rec (cfg.method) on `data` and save the best-on-validation checkpoint.
+
+    Returns (model, processor, validation metrics)."""
+    from ..models import GRU4RecConfig, GRU4RecForSeqRec, SASRecConfig, SASRecForSeqRec
+    from .item_ids import item_id_datasets
+
+    cfg = cfg or ItemIDTrainingConfig()
+    if cfg.method not in ITEM_ID_METHODS:
+        raise ValueError(f"ItemIDTrainingConfig.method must be one of {ITEM_ID_METHODS}, got {cfg.method!r}")
+    _check_output_dir(output_dir, overwrite)
+    set_seed(cfg.seed)
+    config_class, model_class = {"sasrec": (SASRecConfig, SASRecForSeqRec), "gru4rec": (GRU4RecConfig, GRU4RecForSeqRec)}[cfg.method]
+    overrides = dict(cfg.model_config or {})
+    for key in ("num_items", "max_items"):
+        if key in overrides:
+            raise ValueError(f"model_config cannot set {key}: it comes from the catalog / max_items")
+    model = model_class(config_class(num_items=len(data.catalog), max_items=cfg.max_items, **overrides))
+    processor = SeqRecProcessor(None, data.catalog, method=cfg.method, max_items=cfg.max_items)
+    if torch.cuda.is_available():
+        model.cuda()
+    train_ds, valid_ds = item_id_datasets(processor, data, windows=cfg.windows, limit_users=cfg.limit_users, seed=cfg.seed)
+    args = _training_arguments(
+        os.path.join(output_dir, "trainer_checkpoints"), batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
+        learning_rate=cfg.learning_rate, epochs=cfg.epochs, max_steps=cfg.max_steps, seed=cfg.seed, progress=cfg.progress,
+        weight_decay=cfg.weight_decay, lr_scheduler_type="constant",  # RecBole: Adam, no schedule
+        logging_strategy="epoch",
+    )
+    trainer = Trainer(
+        model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds, data_collator=SeqRecCollator(processor),
+        compute_metrics=RankingMetrics(), preprocess_logits_for_metrics=keep_labelled_logits,
+        callbacks=early_stopping(cfg.early_stopping_patience),
+    )
+    return _train_and_save(trainer, processor, output_dir, cfg.method, data, cfg, dataset_spec)
+
+
 def _logged_eval(state, best_checkpoint: str | None) -> dict:
     """The validation metrics logged at the best checkpoint's step (spares one more evaluation,
     which for generative models means beam search over every validation user)."""

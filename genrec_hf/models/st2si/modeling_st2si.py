@@ -20,6 +20,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_st2si import ST2SIConfig
 from .saving import give_weights_the_umask_mode, public_name
+from .scoring import top_k_items
 
 
 @dataclass
@@ -247,17 +248,8 @@ class ST2SIForItemPrediction(ST2SIPreTrainedModel, GenerationMixin):
     ) -> ST2SIRecommendationOutput:
         """Top-k catalog items per row, ranked over the whole catalog (design.md §2)."""
         scores = self.item_scores(input_ids, attention_mask).float()
-        if exclude_history:
-            if history_item_ids is None:
-                raise ValueError("exclude_history=True needs history_item_ids (the processor returns them)")
-            hist = history_item_ids.to(scores.device)
-            # scatter_add, not scatter: padding (-1 -> index 0) must not undo a real hit on item 0
-            seen = torch.zeros_like(scores).scatter_add_(1, hist.clamp(min=0), (hist >= 0).to(scores.dtype)) > 0
-            scores = scores.masked_fill(seen, float("-inf"))
-        top = scores.topk(min(top_k, scores.shape[1]), dim=1)
-        # a list longer than the unseen items pads with -1 (as generative lists do), never a seen item
-        item_ids = top.indices.masked_fill(top.values == float("-inf"), -1)
-        return ST2SIRecommendationOutput(item_ids=item_ids, scores=top.values)
+        item_ids, top_scores = top_k_items(scores, top_k, exclude_history, history_item_ids)
+        return ST2SIRecommendationOutput(item_ids=item_ids, scores=top_scores)
 
 
 ST2SIConfig.register_for_auto_class()

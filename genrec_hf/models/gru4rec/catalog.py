@@ -1,0 +1,1 @@
+../../data/catalog.py

@@ -1,0 +1,1 @@
+../modeling_item_ids.py

@@ -1,0 +1,1 @@
+../../data/processing_base.py
