@@ -52,7 +52,7 @@ METHOD_FLAGS = {
     "--eval-users": ("eval_users", ("lancer", "recsys_glm")), "--lm-layers": ("lm_layers", ("lancer", "recsys_glm")),
     "--lora-rank": ("lora_rank", ("recsys_glm",)), "--no-dynamic-positions": ("dynamic_positions", ("recsys_glm",)),
     "--keep-lora": ("keep_lora", ("recsys_glm",)), "--tasks": ("tasks", ("recsys_glm",)),
-    "--user-features": ("user_features", ("recsys_glm",)),
+    "--user-features": ("user_features", ("recsys_glm",)), "--tune-layers": ("tune_layers", ("st2si",)),
 }
 GENERATIVE = ("genrec", "lancer", "recsys_glm")
 ITEM_ID_MODELS = ("sasrec", "gru4rec")  # no text, no backbone
@@ -320,8 +320,14 @@ def _training_config(args):
             extra["merge_lora"] = False
         return RecSysGLMTrainingConfig(**common, **extra)
     if args.method == "st2si":
+        if args.tune_layers is not None and args.tune_mode != "top-k":
+            raise ValueError("--tune-layers applies only with --tune-mode top-k")
+        if args.tune_mode == "top-k" and args.windows in (None, "random") and not args.no_cache:
+            raise ValueError("--tune-mode top-k computes the frozen layers once per window: give fixed --windows "
+                             "(last, all or a number N), or --no-cache to recompute them every step")
         return ST2SITrainingConfig(
-            **common, tune_mode=args.tune_mode, max_item_tokens=args.max_item_tokens, multi_query=not args.single_query,
+            **common, tune_mode=args.tune_mode.replace("-", "_"), max_item_tokens=args.max_item_tokens,
+            **({"tune_layers": args.tune_layers} if args.tune_layers is not None else {}), multi_query=not args.single_query,
             id_alignment=not args.no_alignment, windows=args.windows or "random", cache_states=not args.no_cache,
         )
     extra = {"pretrain_max_steps": args.pretrain_max_steps, "item_text_ids": args.item_text_ids, "eval_every": args.eval_every,
@@ -475,7 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--skip-test", action="store_true", help="do not evaluate on test after training")
     tr.add_argument("--no-progress", action="store_true")
     st = tr.add_argument_group("st2si")
-    st.add_argument("--tune-mode", default="ilp", choices=("ilp", "full"))
+    st.add_argument("--tune-mode", default="ilp", choices=("ilp", "full", "top-k"),
+                    help="ilp: only the item projection trains (default); full: everything (the paper's best, needs a GPU); "
+                         "top-k: the top --tune-layers layers + the projection, the frozen lower layers computed once")
+    st.add_argument("--tune-layers", type=POSITIVE_INT, default=None, help="--tune-mode top-k: layers that train (default 2)")
     st.add_argument("--single-query", action="store_true", help="ablation: one query token at the end (w/o multi-query)")
     st.add_argument("--no-alignment", action="store_true", help="ablation: no ID-alignment instructions")
     st.add_argument("--no-cache", action="store_true", help="ILP mode: recompute backbone states every step")
@@ -576,6 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-progress", action="store_true")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
+
 
     up = sub.add_parser("upload", help="check a checkpoint folder, render its card and push it to the Hub",
                         description="Credentials come from HF_TOKEN or `hf auth login`; none is taken here.")

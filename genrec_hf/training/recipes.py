@@ -19,7 +19,8 @@ from ..cards import write_model_card
 from ..models.saving import public_name
 from ..processing import RECSYS_GLM_DEFAULTS, ST2SI_DEFAULTS, SeqRecProcessor
 from .ranking import SELECT_ON_VALIDATION, RankingMetrics, keep_labelled_logits
-from .st2si import QueryStateCollator, SeqRecCollator, check_windows, ilp_feature_datasets, st2si_datasets
+from .st2si import (LowerStateCollator, QueryStateCollator, SeqRecCollator, check_windows, ilp_feature_datasets,
+                    lower_state_datasets, st2si_datasets)
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,9 @@ class ST2SITrainingConfig:
     """Every knob of an ST2SI run (paper defaults where it gives them, appendix A.3)."""
 
     backbone: str = "tiny"
-    tune_mode: str = "ilp"
+    tune_mode: str = "ilp"  # "ilp" | "full" | "top_k" (the top `tune_layers` layers + ILP; not in the paper)
+    tune_layers: int = 2
+    layer_learning_rate: float | None = None  # top_k: the tuned layers' LR (default 5e-5, the paper's full-tuning LR)
     max_items: int = 50
     max_item_tokens: int = 32
     max_length: int | None = None  # input tokens; default: the backbone's position limit
@@ -54,7 +57,7 @@ class ST2SITrainingConfig:
     def resolved_learning_rate(self) -> float:
         if self.learning_rate is not None:
             return self.learning_rate
-        return 3e-4 if self.tune_mode == "ilp" else 5e-5
+        return 3e-4 if self.tune_mode in ("ilp", "top_k") else 5e-5  # top_k: the ILP's LR (it starts from scratch)
 
 
 def early_stopping(patience: int, args: TrainingArguments | None = None) -> list:
@@ -140,14 +143,28 @@ def train_st2si(data, output_dir: str, cfg: ST2SITrainingConfig | None = None, o
     )
     model = ST2SIForItemPrediction.from_backbone(
         backbone, num_items=len(data.catalog), query_token_id=processor.query_token_id, vocab_size=len(tokenizer),
-        tune_mode=cfg.tune_mode, multi_query=cfg.multi_query, id_alignment=cfg.id_alignment,
+        tune_mode=cfg.tune_mode, tune_layers=cfg.tune_layers, multi_query=cfg.multi_query, id_alignment=cfg.id_alignment,
         max_items=cfg.max_items, max_item_tokens=cfg.max_item_tokens,
     )
     if torch.cuda.is_available():
         model.cuda()
     cached = cfg.tune_mode == "ilp" and cfg.cache_states
     random_windows = check_windows(cfg.windows) == "random"
-    if cached:
+    optimizers = {}
+    if cfg.tune_mode == "top_k":
+        # two learning rates, as the paper's two settings: pretrained layers slow, the new ILP fast
+        layers = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("ilp.")]
+        optimizers["optimizers"] = (torch.optim.AdamW([
+            {"params": layers, "lr": cfg.layer_learning_rate or 5e-5},
+            {"params": list(model.ilp.parameters()), "lr": cfg.resolved_learning_rate()},
+        ], weight_decay=cfg.weight_decay), None)
+    if cfg.tune_mode == "top_k" and cfg.cache_states:
+        train_ds, valid_ds = lower_state_datasets(
+            model, processor, data, id_alignment=cfg.id_alignment, windows=cfg.windows, batch_size=cfg.eval_batch_size,
+            limit_users=cfg.limit_users, progress=cfg.progress,
+        )
+        extra = {"data_collator": LowerStateCollator(processor), "preprocess_logits_for_metrics": keep_labelled_logits}
+    elif cached:
         train_ds, valid_ds = ilp_feature_datasets(
             model, processor, data, id_alignment=cfg.id_alignment, windows=cfg.windows,
             batch_size=cfg.eval_batch_size, limit_users=cfg.limit_users, progress=cfg.progress, seed=cfg.seed,
@@ -160,7 +177,7 @@ def train_st2si(data, output_dir: str, cfg: ST2SITrainingConfig | None = None, o
         extra = {"data_collator": SeqRecCollator(processor), "preprocess_logits_for_metrics": keep_labelled_logits}
     work_dir = os.path.join(output_dir, "trainer_checkpoints")
     # cached fixed windows: one query per example; random windows: one window (up to max_items queries) per example
-    default_batch = (32 if random_windows else 256) if cached else 8
+    default_batch = (32 if random_windows else 256) if cached else 16 if cfg.tune_mode == "top_k" else 8
     args = _training_arguments(
         work_dir, batch_size=cfg.batch_size or default_batch, eval_batch_size=256 if cached else cfg.eval_batch_size,
         learning_rate=cfg.resolved_learning_rate(), epochs=cfg.epochs, max_steps=cfg.max_steps, seed=cfg.seed,
@@ -175,6 +192,7 @@ def train_st2si(data, output_dir: str, cfg: ST2SITrainingConfig | None = None, o
         compute_metrics=RankingMetrics(),
         callbacks=early_stopping(cfg.early_stopping_patience),
         **extra,
+        **optimizers,
     )
     return _train_and_save(trainer, processor, output_dir, "st2si", data, cfg, dataset_spec)
 
@@ -756,7 +774,7 @@ def _train_and_save(trainer: Trainer, processor, output_dir: str, method: str, d
     Trainer's intermediate checkpoints. `before_save(model)` runs on the selected model before it is
     saved (RecSysGLM: merge LoRA); `extra_info` joins training_info.json. Returns (model, processor,
     validation metrics)."""
-    trainer.train()
+    train_output = trainer.train()
     model = trainer.model
     best = trainer.state.best_model_checkpoint
     valid_metrics = _logged_eval(trainer.state, best) or trainer.evaluate()
@@ -769,6 +787,9 @@ def _train_and_save(trainer: Trainer, processor, output_dir: str, method: str, d
         "training": {**asdict(cfg), "backbone": public_name(cfg.backbone),  # never a local path (uploaded)
                      **({"init_from": public_name(cfg.init_from)} if getattr(cfg, "init_from", None) else {})},
         **selection_record(trainer),
+        # the Trainer's own timing of this stage (data loading and the final test evaluation excluded)
+        "train_runtime_s": round(float(train_output.metrics.get("train_runtime", 0.0)), 1),
+        "train_samples_per_second": train_output.metrics.get("train_samples_per_second"),
         "validation": {
             **ranking_summary(valid_metrics),
             "users": len(trainer.eval_dataset),

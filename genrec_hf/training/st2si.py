@@ -276,13 +276,10 @@ def st2si_datasets(
 
 
 @torch.no_grad()
-def extract_query_states(
-    model, processor: SeqRecProcessor, rows: list[dict], batch_size: int = 16, desc: str = "backbone states", progress: bool = True
-) -> list[torch.Tensor]:
-    """Backbone states at every query of every row: a list of [num_queries_i, hidden] tensors.
-
-    Rows are batched by length (less padding, much faster on CPU) and returned in input order.
-    """
+def _states_by_length(model, processor: SeqRecProcessor, rows: list[dict], per_batch, batch_size: int, desc: str,
+                      progress: bool) -> list[torch.Tensor]:
+    """`per_batch(input_ids, attention_mask)` -> one tensor per row, over rows batched by length
+    (less padding, much faster on CPU), returned in input order."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -295,13 +292,94 @@ def extract_query_states(
     bar = tqdm(total=sum(cost), desc=desc, disable=not progress, unit="tok", unit_scale=True)
     for idx, batch_cost in zip(batches, cost):
         batch = processor.pad({"input_ids": [rows[i]["input_ids"] for i in idx]}, return_tensors="pt").to(device)
-        states, mask = model.encode_queries(batch["input_ids"], batch["attention_mask"])
-        for j, i in enumerate(idx):
-            out[i] = states[j, mask[j]].float().cpu()
+        for i, state in zip(idx, per_batch(batch["input_ids"], batch["attention_mask"])):
+            out[i] = state
         bar.update(batch_cost)
     bar.close()
     model.train(was_training)
     return out
+
+
+def extract_query_states(
+    model, processor: SeqRecProcessor, rows: list[dict], batch_size: int = 16, desc: str = "backbone states", progress: bool = True
+) -> list[torch.Tensor]:
+    """Backbone states at every query of every row: a list of [num_queries_i, hidden] tensors."""
+    def per_batch(input_ids, attention_mask):
+        states, mask = model.encode_queries(input_ids, attention_mask)
+        return [states[j, mask[j]].float().cpu() for j in range(len(states))]
+
+    return _states_by_length(model, processor, rows, per_batch, batch_size, desc, progress)
+
+
+def extract_lower_states(
+    model, processor: SeqRecProcessor, rows: list[dict], batch_size: int = 16, desc: str = "frozen lower layers", progress: bool = True
+) -> list[torch.Tensor]:
+    """Top-k tuning: the states entering the first tuned layer at every token of every row, a list
+    of [length_i, hidden] tensors (the frozen embeddings and lower layers run once, here)."""
+    def per_batch(input_ids, attention_mask):
+        states = model.lower_hidden_states(input_ids, attention_mask)
+        lengths = attention_mask.sum(dim=1).tolist()
+        return [states[j, :n].cpu().clone() for j, n in enumerate(lengths)]
+
+    return _states_by_length(model, processor, rows, per_batch, batch_size, desc, progress)
+
+
+class LowerStateCollator:
+    """Pads token rows (input_ids, labels) with the processor's rules and their lower-layer states
+    [length, hidden] with zeros into `lower_hidden_states` [batch, seq, hidden] (top-k tuning)."""
+
+    def __init__(self, processor: SeqRecProcessor):
+        self.processor = processor
+
+    def __call__(self, features: list[dict]) -> dict:
+        batch = dict(self.processor.pad({k: [list(f[k]) for f in features] for k in ("input_ids", "labels")}, return_tensors="pt"))
+        states = [f["lower_hidden_states"] for f in features]
+        padded = torch.zeros(len(states), batch["input_ids"].shape[1], states[0].shape[-1], dtype=states[0].dtype)
+        for i, state in enumerate(states):
+            padded[i, : state.shape[0]] = state
+        batch["lower_hidden_states"] = padded
+        return batch
+
+
+def lower_state_datasets(
+    model,
+    processor: SeqRecProcessor,
+    data,
+    id_alignment: bool = True,
+    windows: str | int = "all",
+    batch_size: int = 16,
+    limit_users: int | None = None,
+    progress: bool = True,
+) -> tuple[list[dict], list[dict]]:
+    """(train, validation) rows for top-k tuning: tokenized multi-query rows (+ ID-alignment rows)
+    with `lower_hidden_states`, the frozen lower part's output, computed once per distinct text
+    (a user's validation row is their newest training window). Pad with `LowerStateCollator`.
+
+    Memory: one float32 [tokens, hidden] tensor per distinct row (ml-100k, SmolLM2, max_items 20,
+    2 windows: about 1 GB)."""
+    if model.config.tune_mode != "top_k":
+        raise ValueError("lower-layer states are for tune_mode='top_k' (frozen lower layers)")
+    windows = check_windows(windows)
+    if windows == "random":
+        raise ValueError("top-k tuning computes the frozen layers once per window, so it needs fixed windows: "
+                         "'last', 'all' or a number N (not 'random')")
+    train_split, valid_split = data.train_valid(limit_users)
+    train_rows = sequence_rows(processor, train_split["items"], windows) + (alignment_rows(processor) if id_alignment else [])
+    valid_rows = evaluation_rows(processor, valid_split)
+    index: dict[tuple, int] = {}
+    unique_rows = []
+    for row in train_rows + valid_rows:
+        key = tuple(row["input_ids"])
+        if key not in index:
+            index[key] = len(unique_rows)
+            unique_rows.append(row)
+    states = extract_lower_states(model, processor, unique_rows, batch_size=batch_size, progress=progress)
+
+    def with_states(rows):
+        return [{"input_ids": r["input_ids"], "labels": r["labels"], "lower_hidden_states": states[index[tuple(r["input_ids"])]]}
+                for r in rows]
+
+    return with_states(train_rows), with_states(valid_rows)
 
 
 def _feature_dataset(states: list[torch.Tensor], labels: list[int]) -> Dataset:

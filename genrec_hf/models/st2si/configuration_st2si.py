@@ -4,7 +4,7 @@ as Hub remote code."""
 
 from transformers import AutoConfig, PretrainedConfig
 
-TUNE_MODES = ("full", "ilp")
+TUNE_MODES = ("full", "ilp", "top_k")
 
 
 class ST2SIConfig(PretrainedConfig):
@@ -20,7 +20,12 @@ class ST2SIConfig(PretrainedConfig):
             Its id in the tokenizer; the model reads logits at the positions of this token.
         tune_mode (`str`, defaults to `"full"`):
             `"full"` trains backbone and ILP; `"ilp"` freezes the backbone and trains the ILP only
-            (efficient ILP tuning, §3.4.2).
+            (efficient ILP tuning, §3.4.2); `"top_k"` (not in the paper: a middle setting for
+            CPUs) trains the top `tune_layers` transformer layers, what follows them (the final
+            norm) and the ILP, with the embeddings and lower layers frozen, so their output can be
+            computed once and reused every epoch.
+        tune_layers (`int`, defaults to 2):
+            With `tune_mode="top_k"`: how many of the backbone's top transformer layers train.
         multi_query (`bool`, defaults to `True`):
             A query token after every item (and a loss at each); `False` is the paper's
             "w/o multi-query" ablation: one query token at the end.
@@ -47,6 +52,7 @@ class ST2SIConfig(PretrainedConfig):
         query_token: str = "[Q]",
         query_token_id: int | None = None,
         tune_mode: str = "full",
+        tune_layers: int = 2,
         multi_query: bool = True,
         id_alignment: bool = True,
         alignment_instruction: str = "Please give the ID of the following item:",
@@ -64,6 +70,8 @@ class ST2SIConfig(PretrainedConfig):
             text_config = AutoConfig.for_model(model_type, **text_config)
         if tune_mode not in TUNE_MODES:
             raise ValueError(f"ST2SIConfig: tune_mode must be one of {TUNE_MODES}, got {tune_mode!r}")
+        if not isinstance(tune_layers, int) or isinstance(tune_layers, bool) or tune_layers < 1:
+            raise ValueError(f"ST2SIConfig: tune_layers must be an integer >= 1, got {tune_layers!r}")
         if num_items < 0:
             raise ValueError(f"ST2SIConfig: num_items must be >= 0, got {num_items}")
         if max_items < 1 or max_item_tokens < 1:
@@ -73,6 +81,7 @@ class ST2SIConfig(PretrainedConfig):
         self.query_token = query_token
         self.query_token_id = query_token_id
         self.tune_mode = tune_mode
+        self.tune_layers = tune_layers
         self.multi_query = multi_query
         self.id_alignment = id_alignment
         self.alignment_instruction = alignment_instruction

@@ -85,6 +85,39 @@ def gather_queries(hidden: torch.Tensor, is_query: torch.Tensor) -> tuple[torch.
     return states, mask
 
 
+# where decoder-only backbones keep their transformer layers (Llama / Mistral / Qwen, OPT, GPT-2)
+LAYER_PATHS = ("layers", "decoder.layers", "h")
+
+
+def decoder_layers(backbone) -> nn.ModuleList:
+    """The backbone's ModuleList of transformer layers, bottom first."""
+    for path in LAYER_PATHS:
+        module = backbone
+        for name in path.split("."):
+            module = getattr(module, name, None)
+        if isinstance(module, nn.ModuleList):
+            return module
+    raise ValueError(f"tune_mode='top_k' cannot find the transformer layers of a {type(backbone).__name__} "
+                     f"(looked for {', '.join(LAYER_PATHS)})")
+
+
+class _SkipLayer(nn.Module):
+    """Stands in for a frozen lower layer whose output is given (top-k tuning): returns its input."""
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return hidden_states
+
+
+class _LowerStatesReady(Exception):
+    """Raised by the capture hook: the states entering the first tuned layer are known, the rest of the pass is not needed."""
+
+
+def _replace_hidden_states(args: tuple, kwargs: dict, states: torch.Tensor) -> tuple[tuple, dict]:
+    if args:
+        return (states, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": states}
+
+
 class ST2SIPreTrainedModel(PreTrainedModel):
     config_class = ST2SIConfig
     base_model_prefix = "st2si"
@@ -141,19 +174,88 @@ class ST2SIForItemPrediction(ST2SIPreTrainedModel, GenerationMixin):
 
     # -- tuning modes ---------------------------------------------------------------------------
     def set_tune_mode(self, mode: str) -> None:
-        """'full': everything trains; 'ilp': only the item linear projection trains (§3.4.2)."""
-        if mode not in ("full", "ilp"):
-            raise ValueError(f"tune_mode must be 'full' or 'ilp', got {mode!r}")
+        """'full': everything trains; 'ilp': only the item linear projection trains (§3.4.2);
+        'top_k': the top `config.tune_layers` layers, the modules after them and the ILP train."""
+        if mode not in ("full", "ilp", "top_k"):
+            raise ValueError(f"tune_mode must be 'full', 'ilp' or 'top_k', got {mode!r}")
         self.config.tune_mode = mode
         self.backbone.requires_grad_(mode == "full")
+        if mode == "top_k":
+            for name, param in self.backbone.named_parameters():
+                param.requires_grad_(self._is_tuned(name))
         self.ilp.requires_grad_(True)
         self.train(self.training)
+
+    def _split(self) -> tuple[nn.ModuleList, int]:
+        """(the backbone's layers, index of the first tuned layer) for top-k tuning."""
+        layers = decoder_layers(self.backbone)
+        k = self.config.tune_layers
+        if k > len(layers):
+            raise ValueError(f"tune_layers={k} but the backbone has {len(layers)} layers")
+        return layers, len(layers) - k
+
+    def _is_tuned(self, parameter_name: str) -> bool:
+        """Top-k tuning: a top layer's parameter, or one outside the layers that is not an embedding
+        (the final norm, OPT's project_out): what runs after the frozen lower layers."""
+        layers, first = self._split()
+        layer_prefix = next(n for n, m in self.backbone.named_modules() if m is layers) + "."
+        if parameter_name.startswith(layer_prefix):
+            return int(parameter_name[len(layer_prefix):].split(".")[0]) >= first
+        owner = self.backbone.get_submodule(parameter_name.rsplit(".", 1)[0]) if "." in parameter_name else self.backbone
+        return not isinstance(owner, nn.Embedding)
 
     def train(self, mode: bool = True):
         super().train(mode)
         if self.config.tune_mode == "ilp":
             self.backbone.eval()  # frozen: no dropout, so cached and recomputed states are the same
+        elif self.config.tune_mode == "top_k":
+            layers, first = self._split()
+            for layer in layers[:first]:
+                layer.eval()  # frozen lower layers, as their cached outputs were computed
         return self
+
+    # -- top-k tuning: the frozen lower part computed once ------------------------------------------
+    @torch.no_grad()
+    def lower_hidden_states(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None) -> torch.FloatTensor:
+        """[batch, seq, hidden]: the states entering the first tuned layer (top-k tuning), what
+        the frozen embeddings and lower layers compute; the tuned layers do not run."""
+        layers, first = self._split()
+        captured = {}
+
+        def capture(module, args, kwargs):
+            captured["states"] = args[0] if args else kwargs["hidden_states"]
+            raise _LowerStatesReady
+
+        handle = layers[first].register_forward_pre_hook(capture, with_kwargs=True)
+        was_training = self.backbone.training
+        self.backbone.eval()
+        try:
+            self.backbone(input_ids=input_ids, attention_mask=attention_mask if attention_mask is not None else torch.ones_like(input_ids))
+        except _LowerStatesReady:
+            pass
+        finally:
+            handle.remove()
+            self.backbone.train(was_training)
+        return captured["states"]
+
+    def _run_from_lower_states(self, input_ids, attention_mask, lower_hidden_states):
+        """The backbone's last hidden state with the lower layers skipped and `lower_hidden_states`
+        fed to the first tuned layer. The backbone's own forward still builds the masks and
+        position embeddings from `input_ids`, so the tuned layers see exactly what they would see."""
+        layers, first = self._split()
+        if lower_hidden_states.shape[:2] != input_ids.shape:
+            raise ValueError(f"lower_hidden_states {tuple(lower_hidden_states.shape)} do not match input_ids {tuple(input_ids.shape)}")
+        states = lower_hidden_states.to(self.ilp.weight.device, self.backbone.dtype)
+        handle = layers[first].register_forward_pre_hook(lambda m, a, k: _replace_hidden_states(a, k, states), with_kwargs=True)
+        lower = [layers[i] for i in range(first)]
+        for i in range(first):
+            layers[i] = _SkipLayer()
+        try:
+            return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        finally:
+            for i, layer in enumerate(lower):
+                layers[i] = layer
+            handle.remove()
 
     def get_input_embeddings(self):
         return self.backbone.get_input_embeddings()
@@ -162,8 +264,12 @@ class ST2SIForItemPrediction(ST2SIPreTrainedModel, GenerationMixin):
         self.backbone.set_input_embeddings(value)
 
     # -- forward ----------------------------------------------------------------------------------
-    def encode_queries(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None):
-        """Backbone states at the query tokens: ([batch, max_queries, hidden], mask [batch, max_queries])."""
+    def encode_queries(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
+                       lower_hidden_states: torch.FloatTensor | None = None):
+        """Backbone states at the query tokens: ([batch, max_queries, hidden], mask [batch, max_queries]).
+
+        lower_hidden_states: [batch, seq, hidden] from `lower_hidden_states()` (top-k tuning): only
+        the tuned layers run."""
         if self.config.query_token_id is None:
             raise ValueError("config.query_token_id is not set: build the model with the processor's query token id")
         if attention_mask is None:
@@ -174,7 +280,12 @@ class ST2SIForItemPrediction(ST2SIPreTrainedModel, GenerationMixin):
                 f"input of {input_ids.shape[1]} tokens is longer than the backbone's {limit} positions: "
                 f"build the processor with max_length={limit} (or fewer max_items / max_item_tokens)"
             )
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if lower_hidden_states is not None:
+            if self.config.tune_mode != "top_k":
+                raise ValueError("lower_hidden_states are for tune_mode='top_k' (frozen lower layers)")
+            hidden = self._run_from_lower_states(input_ids, attention_mask, lower_hidden_states)
+        else:
+            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         is_query = (input_ids == self.config.query_token_id) & attention_mask.bool()
         if not bool(is_query.any(dim=1).all()):
             raise ValueError(
@@ -191,6 +302,7 @@ class ST2SIForItemPrediction(ST2SIPreTrainedModel, GenerationMixin):
         query_hidden_states: torch.FloatTensor | None = None,
         query_mask: torch.BoolTensor | None = None,
         history_item_ids: torch.LongTensor | None = None,
+        lower_hidden_states: torch.FloatTensor | None = None,
         output_query_states: bool = False,
         return_dict: bool | None = None,
         **kwargs,
@@ -201,12 +313,14 @@ class ST2SIForItemPrediction(ST2SIPreTrainedModel, GenerationMixin):
         query_hidden_states: [batch, num_queries, hidden] or [batch, hidden] precomputed backbone
             states (ILP tuning); used instead of input_ids.
         history_item_ids: [batch, length] history catalog ids (-1 pads); only `recommend` uses it.
+        lower_hidden_states: [batch, seq, hidden] precomputed states entering the first tuned layer
+            (tune_mode="top_k"): the frozen lower layers are skipped.
         output_query_states: also return the backbone states at the queries.
         """
         if query_hidden_states is None:
             if input_ids is None:
                 raise ValueError("pass input_ids (multi-query text) or query_hidden_states")
-            query_hidden_states, query_mask = self.encode_queries(input_ids, attention_mask)
+            query_hidden_states, query_mask = self.encode_queries(input_ids, attention_mask, lower_hidden_states)
         elif self.config.tune_mode != "ilp" and self.training:
             raise ValueError("training on precomputed query_hidden_states needs tune_mode='ilp' (a frozen backbone)")
         logits = self.ilp(query_hidden_states.to(self.ilp.weight.dtype))
@@ -255,4 +369,4 @@ class ST2SIForItemPrediction(ST2SIPreTrainedModel, GenerationMixin):
 ST2SIConfig.register_for_auto_class()
 ST2SIForItemPrediction.register_for_auto_class("AutoModel")
 
-__all__ = ["ST2SIForItemPrediction", "backbone_max_positions", "ST2SIOutput", "ST2SIPreTrainedModel", "ST2SIRecommendationOutput"]
+__all__ = ["ST2SIForItemPrediction", "backbone_max_positions", "decoder_layers", "ST2SIOutput", "ST2SIPreTrainedModel", "ST2SIRecommendationOutput"]
