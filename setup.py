@@ -39,7 +39,9 @@ setup(
         "gguf": ["gguf>=0.10"],
         # BLEU-4 / ROUGE of RecSysGLM's explanation and summary tasks (hf_metrics/text_overlap)
         "tasks": ["sacrebleu>=2.4", "rouge_score>=0.1.2"],
-        "test": ["pytest>=8", "hypothesis>=6", "sacrebleu>=2.4", "rouge_score>=0.1.2"],
+        # `genrec-hf benchmark`'s figure
+        "benchmark": ["matplotlib>=3.7"],
+        "test": ["pytest>=8", "hypothesis>=6", "sacrebleu>=2.4", "rouge_score>=0.1.2", "matplotlib>=3.7"],
         "hub": [],
     },
     entry_points={"console_scripts": ["genrec-hf=genrec_hf.cli:main"]},

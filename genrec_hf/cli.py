@@ -423,6 +423,12 @@ def cmd_upload(args) -> int:
     return 0
 
 
+def cmd_benchmark(args) -> int:
+    from .benchmark import run_benchmark
+
+    return run_benchmark(args)
+
+
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-beams", type=POSITIVE_INT, default=None,
                    help="generative models: beams (default: the checkpoint's; at least --top-k for beam strategies)")
@@ -586,6 +592,26 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
 
+    bench = sub.add_parser("benchmark", help="train and evaluate methods over seeds under a named preset; write "
+                                              "RESULTS-DIR/<dataset>.json, .md (table) and .png (figure)")
+    _add_dataset_args(bench)
+    bench.add_argument("--methods", default=None,
+                       help="comma-separated: popularity and train methods (default: every method of the preset); "
+                            "unknown ones and ones the preset lacks are skipped with a message")
+    bench.add_argument("--preset", default="cpu", help="tiny (tests) | cpu (a 2-core machine) | paper (needs a GPU); "
+                                                        "the flags: genrec_hf/benchmark.py PRESETS (default: cpu)")
+    seeds = bench.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=POSITIVE_INT, default=3, help="seeds 0..N-1 (default 3)")
+    seeds.add_argument("--seed-list", default=None, help="or the seeds themselves, e.g. 1,2,3")
+    bench.add_argument("--results-dir", default="benchmarks/results", help="default: benchmarks/results")
+    bench.add_argument("--runs-dir", default="runs/benchmark",
+                       help="checkpoints and logs: RUNS-DIR/<dataset>/<preset>/<method>-seed<s> (default: runs/benchmark)")
+    bench.add_argument("--results-md", default=None,
+                       help="also write the table and figure link into this markdown file, in a marked block "
+                            "replaced on every run (e.g. benchmarks/RESULTS.md)")
+    bench.add_argument("--extra-train-flags", default=None,
+                       help="appended to every train run's flags (recorded), e.g. --extra-train-flags='--batch-size 64'")
+    bench.set_defaults(func=cmd_benchmark)
 
     up = sub.add_parser("upload", help="check a checkpoint folder, render its card and push it to the Hub",
                         description="Credentials come from HF_TOKEN or `hf auth login`; none is taken here.")

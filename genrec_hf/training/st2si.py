@@ -366,13 +366,7 @@ def lower_state_datasets(
     train_split, valid_split = data.train_valid(limit_users)
     train_rows = sequence_rows(processor, train_split["items"], windows) + (alignment_rows(processor) if id_alignment else [])
     valid_rows = evaluation_rows(processor, valid_split)
-    index: dict[tuple, int] = {}
-    unique_rows = []
-    for row in train_rows + valid_rows:
-        key = tuple(row["input_ids"])
-        if key not in index:
-            index[key] = len(unique_rows)
-            unique_rows.append(row)
+    index, unique_rows = _distinct_texts(train_rows + valid_rows)
     states = extract_lower_states(model, processor, unique_rows, batch_size=batch_size, progress=progress)
 
     def with_states(rows):
@@ -380,6 +374,19 @@ def lower_state_datasets(
                 for r in rows]
 
     return with_states(train_rows), with_states(valid_rows)
+
+
+def _distinct_texts(rows: list[dict]) -> tuple[dict[tuple, int], list[dict]]:
+    """({input_ids: position in the distinct rows}, the distinct rows): rows with the same text
+    share one backbone pass (a user's validation row is their newest training window)."""
+    index: dict[tuple, int] = {}
+    distinct = []
+    for row in rows:
+        key = tuple(row["input_ids"])
+        if key not in index:
+            index[key] = len(distinct)
+            distinct.append(row)
+    return index, distinct
 
 
 def _feature_dataset(states: list[torch.Tensor], labels: list[int]) -> Dataset:
@@ -415,13 +422,7 @@ def ilp_feature_datasets(
     if id_alignment:
         train_rows += alignment_rows(processor)
     valid_rows = [processor.encode(history) for history in valid_split["history"]]
-    index: dict[tuple, int] = {}
-    unique_rows = []
-    for row in train_rows + valid_rows:
-        key = tuple(row["input_ids"])
-        if key not in index:
-            index[key] = len(unique_rows)
-            unique_rows.append(row)
+    index, unique_rows = _distinct_texts(train_rows + valid_rows)
     states = extract_query_states(model, processor, unique_rows, batch_size=batch_size, progress=progress)
     train_states, train_labels = [], []
     for row in train_rows:
