@@ -2,9 +2,10 @@
 and the mapping of beams to a ranked, deduplicated list of catalog items.
 
 `TokenTrie` stores the trie in CSR form (edges sorted by (parent, token)); one step for a whole
-batch of beams is a `searchsorted`, and the allowed-token mask of every beam is one ragged
-gather, so `TrieConstrainedLogitsProcessor` masks all beams of all rows at once with no Python
-loop over beams (HF's `prefix_allowed_tokens_fn` calls back into Python per beam per step).
+batch of beams is a `searchsorted`, and the allowed tokens of every beam are one ragged gather
+(plus one row copy for beams at a node with many children, whose allowed tokens are kept as a
+dense row), so `TrieConstrainedLogitsProcessor` masks all beams of all rows at once with no
+Python loop over beams (HF's `prefix_allowed_tokens_fn` calls back into Python per beam per step).
 
 State is derived from the (reordered) `input_ids` at every step: beam search only reorders the
 cache, so per-beam state kept elsewhere would go stale.
@@ -14,6 +15,8 @@ so Hub remote code works.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -26,6 +29,21 @@ from transformers import LogitsProcessor
 # longer item that would still outscore them is never completed.
 ITEM_BEAM_SEARCH = {"length_penalty": 0.0, "early_stopping": "never"}
 
+# A node whose children are at least 1/DENSE_SHARE of the token ids keeps them as a dense boolean row
+# too (memory: at most DENSE_SHARE bytes per edge): copying that row costs less than scattering its
+# edges one by one (a catalog's root often has thousands of children, and every beam starts there).
+DENSE_SHARE = 8
+
+
+class AllowedTokens(NamedTuple):
+    """The tokens that continue each of a batch of nodes (`TokenTrie.allowed_tokens`)."""
+
+    rows: torch.Tensor  # [n] rows at a node with few children, one entry per allowed token ...
+    tokens: torch.Tensor  # [n] ... and that token
+    dense_rows: torch.Tensor  # [m] rows at a node with many children ...
+    dense_masks: torch.Tensor  # [m, width] ... and their allowed tokens among ids 0..width-1
+    stuck: torch.Tensor  # [k] rows with no continuation (off the trie, or at a leaf)
+
 
 class TokenTrie:
     """All catalog items' token sequences (each ending with eos) as a trie.
@@ -37,7 +55,9 @@ class TokenTrie:
             leaf, which names the first of them: generation cannot tell them apart).
     Attributes (tensors): edge_keys [E] (parent * vocab + token, sorted), edge_child [E],
         edge_token [E], node_offsets [num_nodes + 1] (CSR over edges by parent),
-        leaf_item [num_nodes] (catalog id of a complete sequence, else -1).
+        leaf_item [num_nodes] (catalog id of a complete sequence, else -1), dense_index
+        [num_nodes] (row in dense_masks of a node with many children, else -1), dense_masks
+        [num_dense, max token + 1] (bool).
     """
 
     def __init__(self, sequences: torch.Tensor, vocab_size: int, duplicates: str = "error"):
@@ -83,12 +103,22 @@ class TokenTrie:
         self.edge_token = torch.from_numpy(edge_keys % self.vocab_size)
         self.node_offsets = torch.from_numpy(np.searchsorted(parents, np.arange(num_nodes + 1)))
         self.leaf_item = torch.from_numpy(leaf_item)
+        degree, tokens = np.diff(self.node_offsets.numpy()), self.edge_token.numpy()
+        width = int(tokens.max()) + 1
+        dense_nodes = np.flatnonzero(degree * DENSE_SHARE >= width)
+        dense_index = np.full(num_nodes, -1, dtype=np.int64)
+        dense_index[dense_nodes] = np.arange(len(dense_nodes))
+        dense_masks = np.zeros((len(dense_nodes), width), dtype=bool)
+        in_dense = dense_index[parents] >= 0
+        dense_masks[dense_index[parents[in_dense]], tokens[in_dense]] = True
+        self.dense_index = torch.from_numpy(dense_index)
+        self.dense_masks = torch.from_numpy(dense_masks)
         self.num_items = num_items
         self.num_nodes = num_nodes
         self.max_len = max_len
 
     def to(self, device) -> "TokenTrie":
-        for name in ("edge_keys", "edge_child", "edge_token", "node_offsets", "leaf_item"):
+        for name in ("edge_keys", "edge_child", "edge_token", "node_offsets", "leaf_item", "dense_index", "dense_masks"):
             setattr(self, name, getattr(self, name).to(device))
         return self
 
@@ -119,19 +149,28 @@ class TokenTrie:
         nodes = self.walk(tokens)
         return torch.where(nodes >= 0, self.leaf_item[nodes.clamp(min=0)], torch.full_like(nodes, -1))
 
-    def allowed_mask(self, nodes: torch.Tensor, vocab_size: int | None = None) -> torch.Tensor:
-        """BoolTensor [batch, vocab]: the tokens that continue each node (none for -1 / leaves)."""
-        vocab_size = vocab_size or self.vocab_size
+    def allowed_tokens(self, nodes: torch.Tensor) -> AllowedTokens:
+        """The tokens that continue each node ([batch]; none for -1 / leaves): as (row, token) pairs
+        for nodes with few children, as dense rows for nodes with many."""
         safe = nodes.clamp(min=0)
         start = self.node_offsets[safe]
         degree = torch.where(nodes >= 0, self.node_offsets[safe + 1] - start, torch.zeros_like(start))
-        total = int(degree.sum())
-        mask = torch.zeros(nodes.shape[0], vocab_size, dtype=torch.bool, device=nodes.device)
-        if total:
-            rows = torch.repeat_interleave(torch.arange(nodes.shape[0], device=nodes.device), degree)
-            first = torch.repeat_interleave(start - (degree.cumsum(0) - degree), degree)
-            edges = torch.arange(total, device=nodes.device) + first
-            mask[rows, self.edge_token[edges]] = True
+        dense = torch.where(nodes >= 0, self.dense_index[safe], torch.full_like(safe, -1))
+        dense_rows = torch.nonzero(dense >= 0).squeeze(1)
+        stuck = torch.nonzero(degree == 0).squeeze(1)
+        degree = degree.masked_fill(dense >= 0, 0)  # dense rows: their edges are not listed
+        rows = torch.repeat_interleave(torch.arange(nodes.shape[0], device=nodes.device), degree)
+        # edge of each pair: its node's first edge + its rank among that node's listed edges
+        rank = torch.arange(rows.numel(), device=nodes.device) - (degree.cumsum(0) - degree)[rows]
+        return AllowedTokens(rows, self.edge_token[start[rows] + rank], dense_rows,
+                             self.dense_masks[dense[dense_rows]], stuck)
+
+    def allowed_mask(self, nodes: torch.Tensor, vocab_size: int | None = None) -> torch.Tensor:
+        """BoolTensor [batch, vocab]: the tokens that continue each node (none for -1 / leaves)."""
+        allowed = self.allowed_tokens(nodes)
+        mask = torch.zeros(nodes.shape[0], vocab_size or self.vocab_size, dtype=torch.bool, device=nodes.device)
+        mask[allowed.rows, allowed.tokens] = True
+        mask[allowed.dense_rows, : self.dense_masks.shape[1]] = allowed.dense_masks
         return mask
 
 
@@ -154,10 +193,15 @@ class TrieConstrainedLogitsProcessor(LogitsProcessor):
         if self.trie.device != input_ids.device:
             self.trie.to(input_ids.device)
         nodes = self.trie.walk(input_ids[:, self.prefix_length:])
-        allowed = self.trie.allowed_mask(nodes, scores.shape[-1])
-        stuck = ~allowed.any(dim=1)
-        allowed[stuck, self.eos_token_id] = True
-        return scores.masked_fill(~allowed, float("-inf"))
+        allowed = self.trie.allowed_tokens(nodes)
+        # the allowed scores copied into rows of -inf (cheaper than building and applying a full mask)
+        out = torch.full_like(scores, float("-inf"))
+        rows, tokens = allowed.rows, allowed.tokens
+        out[rows, tokens] = scores[rows, tokens]
+        rows, width = allowed.dense_rows, self.trie.dense_masks.shape[1]
+        out[rows, :width] = torch.where(allowed.dense_masks, scores[rows, :width], float("-inf"))
+        out[allowed.stuck, self.eos_token_id] = scores[allowed.stuck, self.eos_token_id]  # only eos may follow
+        return out
 
 
 def rank_beams(
