@@ -19,9 +19,10 @@ def top_k_items(scores: torch.Tensor, top_k: int, exclude_history: bool = False,
         if history_item_ids is None:
             raise ValueError("exclude_history=True needs history_item_ids (the processor returns them)")
         hist = history_item_ids.to(scores.device)
-        # scatter_add, not scatter: padding (-1 -> index 0) must not undo a real hit on item 0
-        seen = torch.zeros_like(scores).scatter_add_(1, hist.clamp(min=0), (hist >= 0).to(scores.dtype)) > 0
-        scores = scores.masked_fill(seen, float("-inf"))
+        seen = hist >= 0  # -1 pads
+        rows = torch.arange(hist.shape[0], device=scores.device)[:, None].expand_as(hist)[seen]
+        # one copy of the scores with -inf written at the seen items (no [batch, num_items] mask)
+        scores = scores.index_put((rows, hist[seen]), torch.tensor(float("-inf"), dtype=scores.dtype, device=scores.device))
     top = scores.topk(min(top_k, scores.shape[1]), dim=1)
     return top.indices.masked_fill(top.values == float("-inf"), -1), top.values
 
