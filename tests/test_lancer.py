@@ -889,3 +889,22 @@ def test_training_scores_only_the_labelled_tail_with_the_same_loss_and_gradients
     assert grads[0].keys() == grads[1].keys() and grads[0]
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-5)
+
+
+def test_a_dtype_cast_keeps_the_fingerprint_float64_and_recomputes_item_vectors_once(processor):
+    # model.to(torch.bfloat16) used to round the float64 fingerprint too: the next recommend then failed
+    # comparing float64 with bf16 ("Double did not match BFloat16")
+    model = build(processor, "llama")
+    model.eval()
+    model.recommend(**processor([[1, 2]]), top_k=2)
+    assert not model.item_vectors_stale()
+    model.to(torch.bfloat16)
+    assert model.item_vectors_fingerprint.dtype == torch.float64
+    assert model.item_vectors.dtype == torch.bfloat16
+    assert model.item_vectors_stale()  # the rounded weights are other weights: h_i are recomputed in bf16
+    first = model.recommend(**processor([[1, 2]]), top_k=2)
+    assert not model.item_vectors_stale()
+    vectors = model.item_vectors.clone()
+    second = model.recommend(**processor([[1, 2]]), top_k=2)
+    assert torch.equal(model.item_vectors, vectors)  # no recompute on the second call
+    assert torch.equal(first.item_ids, second.item_ids)

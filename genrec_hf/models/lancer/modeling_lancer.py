@@ -392,6 +392,16 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
         lm = [p for name, p in self.lm.named_parameters() if "lora_" not in name]
         return prompt, lm
 
+    def _apply(self, fn, recurse=True):
+        # `.to(dtype)` / `.half()` would round the float64 fingerprint along with the weights, and the
+        # next staleness check would compare a float64 sum with a float32 / bf16 buffer: keep it float64
+        # and let it follow the device only. The weights' new dtype then reads as stale, so h_i are
+        # recomputed once in it.
+        fingerprint = self.item_vectors_fingerprint.detach().clone()
+        super()._apply(fn, recurse)
+        self.item_vectors_fingerprint = fingerprint.to(self.item_vectors.device)
+        return self
+
     @torch.no_grad()
     def _fingerprint(self) -> torch.Tensor:
         out = []
