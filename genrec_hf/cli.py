@@ -53,6 +53,7 @@ METHOD_FLAGS = {
     "--lora-rank": ("lora_rank", ("recsys_glm",)), "--no-dynamic-positions": ("dynamic_positions", ("recsys_glm",)),
     "--keep-lora": ("keep_lora", ("recsys_glm",)), "--tasks": ("tasks", ("recsys_glm",)),
     "--user-features": ("user_features", ("recsys_glm",)), "--tune-layers": ("tune_layers", ("st2si",)),
+    "--max-train-minutes": ("max_train_minutes", ("st2si",)),
 }
 GENERATIVE = ("genrec", "lancer", "recsys_glm")
 ITEM_ID_MODELS = ("sasrec", "gru4rec")  # no text, no backbone
@@ -329,6 +330,7 @@ def _training_config(args):
             **common, tune_mode=args.tune_mode.replace("-", "_"), max_item_tokens=args.max_item_tokens,
             **({"tune_layers": args.tune_layers} if args.tune_layers is not None else {}), multi_query=not args.single_query,
             id_alignment=not args.no_alignment, windows=args.windows or "random", cache_states=not args.no_cache,
+            max_train_minutes=args.max_train_minutes,
         )
     extra = {"pretrain_max_steps": args.pretrain_max_steps, "item_text_ids": args.item_text_ids, "eval_every": args.eval_every,
              "unknown_user_prob": args.unknown_user_prob, "id_embedding_scale": args.id_embedding_scale}
@@ -494,6 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--single-query", action="store_true", help="ablation: one query token at the end (w/o multi-query)")
     st.add_argument("--no-alignment", action="store_true", help="ablation: no ID-alignment instructions")
     st.add_argument("--no-cache", action="store_true", help="ILP mode: recompute backbone states every step")
+    st.add_argument("--max-train-minutes", type=POSITIVE_FLOAT, default=None,
+                    help="stop at the first validation after this many minutes of training (the best model is still "
+                         "reloaded, saved and tested)")
     gr = tr.add_argument_group("genrec")
     gr.add_argument("--pretrain-epochs", type=NON_NEGATIVE_FLOAT, default=None,
                     help="genrec: masked-item pretraining epochs (default 5; 0 = ablation); recsys_glm: blank-infilling "

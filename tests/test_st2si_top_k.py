@@ -1,5 +1,7 @@
 """ST2SI's top-k tuning (issue 12): the top k layers + ILP train, the frozen lower part runs once."""
 
+import time
+
 import pytest
 import torch
 from transformers import AutoModel
@@ -109,3 +111,34 @@ def test_cli_top_k_flags(tmp_path, capsys):
         assert message in capsys.readouterr().err
     assert main(["train", "--method", "sasrec", "--output-dir", str(tmp_path / "x"), "--tune-layers", "2"]) == 2
     assert "--tune-layers applies only to --method st2si" in capsys.readouterr().err
+
+
+def test_time_budget_stops_at_the_first_validation_past_it():
+    from transformers import TrainerControl, TrainerState
+
+    from genrec_hf.training.recipes import TimeBudgetCallback
+
+    with pytest.raises(ValueError, match="max_train_minutes"):
+        TimeBudgetCallback(0)
+    callback, state, control = TimeBudgetCallback(1e-9), TrainerState(), TrainerControl()
+    callback.on_evaluate(None, state, control)  # before training began: nothing to measure
+    assert not control.should_training_stop
+    callback.on_train_begin(None, state, control)
+    time.sleep(0.01)
+    callback.on_evaluate(None, state, control)
+    assert control.should_training_stop
+    patient, control = TimeBudgetCallback(60), TrainerControl()
+    patient.on_train_begin(None, state, control)
+    patient.on_evaluate(None, state, control)
+    assert not control.should_training_stop
+
+
+def test_max_train_minutes_reaches_the_st2si_config_and_is_refused_elsewhere(capsys, tmp_path):
+    from genrec_hf.cli import _training_config, build_parser, main
+
+    args = build_parser().parse_args(["train", "--method", "st2si", "--max-train-minutes", "2.5", "--output-dir", "unused"])
+    args.backbone = "tiny"
+    assert _training_config(args).max_train_minutes == 2.5
+    assert main(["train", "--method", "sasrec", "--max-train-minutes", "5", "--output-dir", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.strip() == "error: --max-train-minutes applies only to --method st2si"
+    assert not (tmp_path / "x").exists()

@@ -12,7 +12,9 @@ import shutil
 from dataclasses import asdict, dataclass, replace
 
 import torch
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+import time
+
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from ..backbones import BART_SIZES
 from ..cards import write_model_card
@@ -44,6 +46,7 @@ class ST2SITrainingConfig:
     cache_states: bool = True  # ILP mode: backbone states computed once per window and reused
     epochs: float = 50.0  # a ceiling: early stopping ends the run (paper: patience 5 on validation)
     early_stopping_patience: int = 5  # validations without improvement before stopping; 0 = off
+    max_train_minutes: float | None = None  # stop after the first validation past this wall time (a leased GPU)
     max_steps: int = -1
     learning_rate: float | None = None  # paper: 5e-5 full, 3e-4 ILP
     weight_decay: float = 0.0
@@ -58,6 +61,25 @@ class ST2SITrainingConfig:
         if self.learning_rate is not None:
             return self.learning_rate
         return 3e-4 if self.tune_mode in ("ilp", "top_k") else 5e-5  # top_k: the ILP's LR (it starts from scratch)
+
+
+class TimeBudgetCallback(TrainerCallback):
+    """Stop training at the first validation after `minutes` of wall time, so that a run on a machine
+    held for a fixed time still ends the normal way: best model reloaded, saved and tested."""
+
+    def __init__(self, minutes: float):
+        if minutes <= 0:
+            raise ValueError(f"max_train_minutes must be > 0, got {minutes}")
+        self.seconds = 60.0 * minutes
+        self.start = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.monotonic()
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if self.start is not None and time.monotonic() - self.start >= self.seconds:
+            logger.info("time budget of %.1f min reached at epoch %.2f: stopping", self.seconds / 60, state.epoch or 0)
+            control.should_training_stop = True
 
 
 def early_stopping(patience: int, args: TrainingArguments | None = None) -> list:
@@ -190,7 +212,8 @@ def train_st2si(data, output_dir: str, cfg: ST2SITrainingConfig | None = None, o
         train_dataset=train_ds,
         eval_dataset=valid_ds,
         compute_metrics=RankingMetrics(),
-        callbacks=early_stopping(cfg.early_stopping_patience),
+        callbacks=early_stopping(cfg.early_stopping_patience)
+        + ([TimeBudgetCallback(cfg.max_train_minutes)] if cfg.max_train_minutes else []),
         **extra,
         **optimizers,
     )
