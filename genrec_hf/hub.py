@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from .cards import write_model_card
 from .data.catalog import CATALOG_FILE
+from .models.saving import INCOMPLETE_MARKER
 from .processing import PROCESSOR_CONFIG
 
 WEIGHTS = "model.safetensors"
@@ -98,6 +99,9 @@ def check_checkpoint(directory: str) -> dict:
 
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"{directory} is not a folder")
+    if os.path.isfile(os.path.join(directory, INCOMPLETE_MARKER)):
+        raise ValueError(f"{directory} is an unfinished save (the process writing it stopped before it was complete): "
+                         "upload the folder it was being saved as, or save again")
     config_path = os.path.join(directory, "config.json")
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"no config.json in {directory}: not a checkpoint folder")

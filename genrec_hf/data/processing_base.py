@@ -16,6 +16,7 @@ by behaviour, never with `isinstance` across folders.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from typing import Sequence
 
@@ -33,14 +34,32 @@ PAD_VALUES = {"labels": -100, "history_item_ids": -1, "token_user_ids": -1, "tok
 HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "subfolder")
 
 
+def _item_id(item, row: int) -> int:
+    """An integer catalog id as int; anything else (1.5, "3", True) is refused, not truncated."""
+    if isinstance(item, torch.Tensor) and item.dim() == 0 and not (item.is_floating_point() or item.dtype == torch.bool):
+        return int(item)
+    if isinstance(item, bool) or not isinstance(item, numbers.Integral):
+        raise ValueError(f"item id {item!r} in row {row} is not an integer catalog id "
+                         "(map the dataset's own ids with processor.catalog first)")
+    return int(item)
+
+
 def _as_lists(histories) -> list[list[int]]:
     if isinstance(histories, torch.Tensor):
         if histories.dim() != 2:
             raise ValueError("a history tensor must be [batch, length] (negative ids = padding)")
+        if histories.is_floating_point() or histories.dtype == torch.bool:
+            raise ValueError(f"a history tensor must hold integer item ids, got dtype {histories.dtype}")
         return [[int(i) for i in row if i >= 0] for row in histories.tolist()]
-    if histories and isinstance(histories[0], int):
+    if isinstance(histories, (str, bytes)) or (histories and isinstance(histories[0], (numbers.Number, torch.Tensor))
+                                               and not (isinstance(histories[0], torch.Tensor) and histories[0].dim())):
         raise ValueError("histories must be a list of histories (lists of item ids), e.g. [[3, 17, 4]]")
-    return [[int(i) for i in h] for h in histories]
+    out = []
+    for row, history in enumerate(histories):
+        if isinstance(history, (str, bytes, dict)) or not hasattr(history, "__iter__"):
+            raise ValueError(f"the history in row {row} must be a list of item ids, got {history!r}")
+        out.append([_item_id(item, row) for item in history])
+    return out
 
 
 def load_processor_config(source: str | os.PathLike, **kwargs) -> tuple[dict, str]:
@@ -132,6 +151,7 @@ class SeqRecProcessorBase:
             if not history:
                 raise ValueError(f"empty history in row {row}: a recommendation needs at least one interacted item")
             for item in history:
+                _item_id(item, row)  # targets come here unconverted
                 if not 0 <= item < n:
                     raise ValueError(f"unknown item id {item} in row {row}: catalog ids run from 0 to {n - 1}")
 
@@ -174,7 +194,7 @@ class SeqRecProcessorBase:
         histories = _as_lists(histories)
         self.check_histories(histories)
         if targets is not None:
-            targets = [int(t) for t in targets]
+            targets = [_item_id(t, row) for row, t in enumerate(targets)]
             if len(targets) != len(histories):
                 raise ValueError(f"{len(targets)} targets for {len(histories)} histories")
             self.check_histories([[t] for t in targets])

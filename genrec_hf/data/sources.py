@@ -44,10 +44,60 @@ def _require_file(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _is_gzip(path: Path) -> bool:
+    """By content, not by name: a gzip file without `.gz` is still gzip (and a `.gz` that is not
+    gzip is read as plain text)."""
+    with open(path, "rb") as f:
+        return f.read(2) == _GZIP_MAGIC
+
+
+def _open_binary(path: Path):
+    return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
+
+
+def _lines(path: Path, encoding: str = "utf-8"):
+    """Yield (lineno, text line without its line ending) of a text file, gzip or not. A UTF-8
+    byte-order mark is dropped (it would become part of the first id); a line that is not valid
+    `encoding` is named."""
+    with _open_binary(path) as f:
+        try:
+            for lineno, raw in enumerate(f, start=1):
+                raw = raw.rstrip(b"\r\n")
+                if lineno == 1 and encoding.replace("-", "").lower() == "utf8" and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]
+                try:
+                    yield lineno, raw.decode(encoding)
+                except UnicodeDecodeError as err:
+                    raise DataFormatError(
+                        f"{path}, line {lineno}: not valid {encoding} text (byte {raw[err.start:err.start + 1]!r} at "
+                        f"column {err.start + 1}); convert the file to {encoding}"
+                    ) from None
+        except (gzip.BadGzipFile, EOFError, OSError) as err:
+            if isinstance(err, (FileNotFoundError, PermissionError)):
+                raise
+            raise DataFormatError(f"{path}: broken gzip data ({err})") from None
+
+
+def _first_line(lines, path: Path) -> str:
+    for _, line in lines:
+        return line
+    raise DataFormatError(f"{path}: the file is empty")
+
+
 def _open_text(path: Path, encoding: str = "utf-8"):
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding=encoding)
-    return open(path, encoding=encoding)
+    """The whole file as one text stream (for JSON arrays); gzip by content, BOM dropped."""
+    with _open_binary(path) as f:
+        data = f.read()
+    if encoding.replace("-", "").lower() == "utf8" and data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return io.StringIO(data.decode(encoding))
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DataFormatError(f"{path}, line {line}: not valid {encoding} text; convert the file to {encoding}") from None
 
 
 def _number(text: str, path: Path, lineno: int, what: str) -> float:
@@ -87,18 +137,18 @@ def _atomic_header(line: str, path: Path) -> list[str]:
 
 def _atomic_records(path: Path, key: str):
     """Yield (key value, the other fields) of each line of a RecBole atomic side file (.item, .user)."""
-    with open(path, encoding="utf-8") as f:
-        header = _atomic_header(f.readline(), path)
-        if key not in header:
-            raise DataFormatError(f"{path}, line 1: no {key} column (columns: {header})")
-        for lineno, line in enumerate(f, start=2):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != len(header):
-                raise DataFormatError(f"{path}, line {lineno}: expected {len(header)} tab-separated fields, got {len(parts)}")
-            row = dict(zip(header, parts))
-            yield row.pop(key), row
+    lines = _lines(path)
+    header = _atomic_header(_first_line(lines, path), path)
+    if key not in header:
+        raise DataFormatError(f"{path}, line 1: no {key} column (columns: {header})")
+    for lineno, line in lines:
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != len(header):
+            raise DataFormatError(f"{path}, line {lineno}: expected {len(header)} tab-separated fields, got {len(parts)}")
+        row = dict(zip(header, parts))
+        yield row.pop(key), row
 
 
 def read_recbole_atomic(directory: str | os.PathLike, name: str | None = None) -> RawInteractions:
@@ -109,28 +159,28 @@ def read_recbole_atomic(directory: str | os.PathLike, name: str | None = None) -
     name = name or directory.name
     inter_path = _require_file(directory / f"{name}.inter", "interaction file")
     users, items, times = [], [], []
-    with open(inter_path, encoding="utf-8") as f:
-        header = _atomic_header(f.readline(), inter_path)
-        for col in ("user_id", "item_id"):
-            if col not in header:
-                raise DataFormatError(f"{inter_path}, line 1: no {col} column (columns: {header})")
-        u_col, i_col = header.index("user_id"), header.index("item_id")
-        t_col = header.index("timestamp") if "timestamp" in header else None
-        r_col = header.index("rating") if "rating" in header else None
-        ratings = [] if r_col is not None else None
-        for lineno, line in enumerate(f, start=2):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != len(header):
-                raise DataFormatError(
-                    f"{inter_path}, line {lineno}: expected {len(header)} tab-separated fields, got {len(parts)}"
-                )
-            users.append(parts[u_col])
-            items.append(parts[i_col])
-            times.append(_number(parts[t_col], inter_path, lineno, "timestamp") if t_col is not None else 0.0)
-            if ratings is not None:
-                ratings.append({"rating": _number(parts[r_col], inter_path, lineno, "rating")})
+    lines = _lines(inter_path)
+    header = _atomic_header(_first_line(lines, inter_path), inter_path)
+    for col in ("user_id", "item_id"):
+        if col not in header:
+            raise DataFormatError(f"{inter_path}, line 1: no {col} column (columns: {header})")
+    u_col, i_col = header.index("user_id"), header.index("item_id")
+    t_col = header.index("timestamp") if "timestamp" in header else None
+    r_col = header.index("rating") if "rating" in header else None
+    ratings = [] if r_col is not None else None
+    for lineno, line in lines:
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != len(header):
+            raise DataFormatError(
+                f"{inter_path}, line {lineno}: expected {len(header)} tab-separated fields, got {len(parts)}"
+            )
+        users.append(parts[u_col])
+        items.append(parts[i_col])
+        times.append(_number(parts[t_col], inter_path, lineno, "timestamp") if t_col is not None else 0.0)
+        if ratings is not None:
+            ratings.append({"rating": _number(parts[r_col], inter_path, lineno, "rating")})
     item_table = None
     item_path = directory / f"{name}.item"
     if item_path.is_file():
@@ -156,14 +206,13 @@ _YEAR_IN_TITLE = re.compile(r"^(.*)\s\((\d{4})\)\s*$")
 
 def _delimited_lines(path: Path, sep: str, fields: list[str], encoding: str = "utf-8"):
     """Yield (lineno, parts) of a delimited file with exactly len(fields) fields per line."""
-    with open(path, encoding=encoding) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").split(sep)
-            if len(parts) != len(fields):
-                raise DataFormatError(f"{path}, line {lineno}: expected {sep.join(fields)}, got {line.strip()!r}")
-            yield lineno, parts
+    for lineno, line in _lines(path, encoding):
+        if not line.strip():
+            continue
+        parts = line.rstrip("\r\n").split(sep)
+        if len(parts) != len(fields):
+            raise DataFormatError(f"{path}, line {lineno}: expected {sep.join(fields)}, got {line.strip()!r}")
+        yield lineno, parts
 
 
 def read_ml1m(directory: str | os.PathLike) -> RawInteractions:
@@ -200,20 +249,25 @@ def read_p5(path: str | os.PathLike, item_file: str | os.PathLike | None = None)
     path = _require_file(path, "sequence file")
     users, items, times = [], [], []
     seen_users = set()
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) < 2:
-                raise DataFormatError(f"{path}, line {lineno}: user {parts[0]!r} has no items")
-            if parts[0] in seen_users:
-                raise DataFormatError(f"{path}, line {lineno}: user {parts[0]!r} appears on two lines")
-            seen_users.add(parts[0])
-            for pos, item in enumerate(parts[1:]):
-                users.append(parts[0])
-                items.append(item)
-                times.append(float(pos))  # the line order is the time order
+    for lineno, line in _lines(path):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) < 2 and ("," in parts[0] or ";" in parts[0]):
+            raise DataFormatError(
+                f"{path}, line {lineno}: {line.strip()[:80]!r} looks comma-separated; a P5 file has one user per "
+                "line, `user item item ...` separated by spaces. For a table of (user, item, timestamp) rows "
+                "use --format csv"
+            )
+        if len(parts) < 2:
+            raise DataFormatError(f"{path}, line {lineno}: user {parts[0]!r} has no items")
+        if parts[0] in seen_users:
+            raise DataFormatError(f"{path}, line {lineno}: user {parts[0]!r} appears on two lines")
+        seen_users.add(parts[0])
+        for pos, item in enumerate(parts[1:]):
+            users.append(parts[0])
+            items.append(item)
+            times.append(float(pos))  # the line order is the time order
     table = read_item_table(item_file) if item_file is not None else None
     return RawInteractions(users, items, times, table, source=str(path))
 
@@ -242,21 +296,20 @@ def _json_records(path: Path):
             for i, rec in enumerate(records, start=1):
                 yield i, rec
             return
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.strip()
-            if not line:
-                continue
+    for lineno, line in _lines(path):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
             try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                try:
-                    rec = ast.literal_eval(line)  # 2014 metadata is Python dict syntax
-                except (ValueError, SyntaxError):
-                    raise DataFormatError(f"{path}, line {lineno}: not a JSON object: {line[:80]!r}") from None
-            if not isinstance(rec, dict):
-                raise DataFormatError(f"{path}, line {lineno}: expected a JSON object, got {type(rec).__name__}")
-            yield lineno, rec
+                rec = ast.literal_eval(line)  # 2014 metadata is Python dict syntax
+            except (ValueError, SyntaxError):
+                raise DataFormatError(f"{path}, line {lineno}: not a JSON object: {line[:80]!r}") from None
+        if not isinstance(rec, dict):
+            raise DataFormatError(f"{path}, line {lineno}: expected a JSON object, got {type(rec).__name__}")
+        yield lineno, rec
 
 
 def _pick(rec: dict, names: tuple[str, ...]):
@@ -316,15 +369,45 @@ def _read_frame(path: Path):
     import pandas as pd
 
     name = path.name.lower().removesuffix(".gz")
+    compression = "gzip" if _is_gzip(path) else None  # by content: a gzip file may lack `.gz`
     try:
         if name.endswith(".parquet"):
             return pd.read_parquet(path)
+        # utf-8-sig: a byte-order mark would otherwise become part of the first column's name
         if name.endswith((".jsonl", ".json")):
-            return pd.read_json(path, lines=name.endswith(".jsonl"), dtype=False)
+            return pd.read_json(path, lines=name.endswith(".jsonl"), dtype=False, compression=compression,
+                                encoding="utf-8-sig")
         sep = "\t" if name.endswith((".tsv", ".tab")) else ","
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, compression=compression,
+                           encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        for _ in _lines(path):  # raises DataFormatError naming the first line that is not UTF-8
+            pass
+        raise DataFormatError(f"{path}: not valid UTF-8 text; convert the file to UTF-8") from None
     except Exception as err:  # pandas raises many types; name the file
         raise DataFormatError(f"{path}: cannot read as a table: {err}") from None
+
+
+def _id_strings(values: list, path: Path, name: str) -> list[str]:
+    """Ids as strings. JSON lines and parquet keep their types: numbers and strings mixed in one id
+    column (1 and "1" would be one id, 1 and "001" two) and fractional numbers are refused, since
+    either silently splits or merges ids; integral floats (a column pandas widened) become integers."""
+    numbers = [i for i, v in enumerate(values) if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v]
+    texts = [i for i, v in enumerate(values) if isinstance(v, str)]
+    if numbers and texts:
+        a, b = values[numbers[0]], values[texts[0]]
+        raise DataFormatError(
+            f"{path}, row {max(numbers[0], texts[0]) + 2}: {name!r} mixes numbers ({a!r}, row {numbers[0] + 2}) and "
+            f"strings ({b!r}, row {texts[0] + 2}); write every id the same way (all quoted strings, or all numbers)"
+        )
+    out = []
+    for row, v in enumerate(values):
+        if isinstance(v, float) and v == v:
+            if not v.is_integer():
+                raise DataFormatError(f"{path}, row {row + 2}: {name!r} value {v!r} is not an id (a fractional number)")
+            v = int(v)
+        out.append(str(v))
+    return out
 
 
 def read_item_table(path: str | os.PathLike, item_column: str = "item") -> dict[str, dict]:
@@ -332,22 +415,22 @@ def read_item_table(path: str | os.PathLike, item_column: str = "item") -> dict[
     object mapping item id -> title or -> attribute dict."""
     path = _require_file(path, "item table")
     if path.suffix == ".json":
-        with open(path, encoding="utf-8") as f:
-            try:
-                obj = json.load(f)
-            except json.JSONDecodeError as err:
-                raise DataFormatError(f"{path}: invalid JSON: {err}") from None
+        try:
+            obj = json.load(_open_text(path))
+        except json.JSONDecodeError as err:
+            raise DataFormatError(f"{path}: invalid JSON: {err}") from None
         if isinstance(obj, dict):
             return {str(k): (dict(v) if isinstance(v, dict) else {"title": str(v)}) for k, v in obj.items()}
     frame = _read_frame(path)
     if item_column not in frame.columns:
         raise DataFormatError(f"{path}: no {item_column!r} column (columns: {list(frame.columns)})")
     table = {}
-    for row_no, row in enumerate(frame.to_dict("records"), start=2):
-        item = row.pop(item_column)
-        if item in (None, "") or item != item:  # item != item: NaN
+    raw_ids = frame[item_column].tolist()
+    ids = _id_strings(raw_ids, path, item_column)
+    for row_no, (row, raw, item) in enumerate(zip(frame.to_dict("records"), raw_ids, ids), start=2):
+        row.pop(item_column)
+        if raw in (None, "") or raw != raw:  # raw != raw: NaN
             raise DataFormatError(f"{path}, row {row_no}: empty {item_column!r}")
-        item = str(item)
         if item in table:
             raise DataFormatError(f"{path}, row {row_no}: item {item!r} is listed twice")
         table[item] = {k: v for k, v in row.items() if v not in (None, "") and v == v}  # drop empty / NaN
@@ -390,12 +473,12 @@ def read_interaction_table(
     missing = [c for c in wanted if c not in frame.columns]
     if missing:
         raise DataFormatError(f"{path}: missing column(s) {missing} (columns: {list(frame.columns)})")
-    users = frame[user_column].astype(str).tolist()
-    items = frame[item_column].astype(str).tolist()
-    for name, values in ((user_column, users), (item_column, items)):
-        for row_no, v in enumerate(values, start=2):
-            if v in ("", "nan", "None"):
+    for name in (user_column, item_column):
+        for row_no, v in enumerate(frame[name].tolist(), start=2):
+            if v is None or v == "" or v != v:  # v != v: NaN (a CSV keeps "nan" / "None" as the ids they are)
                 raise DataFormatError(f"{path}, row {row_no}: empty {name!r}")
+    users = _id_strings(frame[user_column].tolist(), path, user_column)
+    items = _id_strings(frame[item_column].tolist(), path, item_column)
     if time_column:
         times = _time_column(frame[time_column], path, time_column)
     else:

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .saving import give_weights_the_umask_mode
+from .saving import SafetensorsOnlyLoading, give_weights_the_umask_mode
 from .scoring import top_k_items
 
 
@@ -45,7 +45,7 @@ class ItemIDRecommendationOutput(ModelOutput):
     num_generated: torch.LongTensor | None = None
 
 
-class ItemIDSeqRecModel(PreTrainedModel):
+class ItemIDSeqRecModel(SafetensorsOnlyLoading, PreTrainedModel):
     """Base of the ID models. Subclasses build `self.item_embedding` (nn.Embedding with
     num_items + 1 rows, row 0 = padding) and implement `encode(input_ids, attention_mask)`,
     which must be causal: the state at position t may depend on items 0..t only."""

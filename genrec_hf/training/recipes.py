@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -18,7 +19,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 
 from ..backbones import BART_SIZES
 from ..cards import write_model_card
-from ..models.saving import public_name
+from ..models.saving import INCOMPLETE_MARKER, public_name
 from ..processing import RECSYS_GLM_DEFAULTS, ST2SI_DEFAULTS, SeqRecProcessor
 from .ranking import SELECT_ON_VALIDATION, RankingMetrics, keep_labelled_logits
 from .st2si import (LowerStateCollator, QueryStateCollator, SeqRecCollator, check_windows, ilp_feature_datasets,
@@ -455,9 +456,10 @@ def train_lancer(data, output_dir: str, cfg: LancerTrainingConfig | None = None,
         if target != output_dir:
             better = valid2.get("eval_ndcg@10", -1.0) > valid.get("eval_ndcg@10", -1.0)
             stages["kept"] = "stage2" if better else "stage1"
-            if better:
-                shutil.rmtree(output_dir)
+            if better:  # swap by renames: a kill in between leaves both complete folders
+                os.replace(output_dir, output_dir + ".replaced")
                 os.replace(target, output_dir)
+                shutil.rmtree(output_dir + ".replaced")
                 valid = valid2
             else:  # stage 2 did not beat stage 1 on validation: the stage-1 checkpoint stays
                 shutil.rmtree(target, ignore_errors=True)
@@ -824,13 +826,37 @@ def _train_and_save(trainer: Trainer, processor, output_dir: str, method: str, d
 
 
 def save_checkpoint(model, processor: SeqRecProcessor, output_dir: str, info: dict | None = None) -> None:
-    """Model (safetensors) + processor (tokenizer, catalog, settings) + training info in one folder."""
-    os.makedirs(output_dir, exist_ok=True)
-    model.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
-    if info is not None:
-        _write_info(output_dir, info)
-    write_model_card(output_dir)
+    """Model (safetensors) + processor (tokenizer, catalog, settings) + training info in one folder.
+
+    Written atomically: into a hidden sibling folder marked unfinished, then renamed into place (the
+    folder it replaces, e.g. the one holding the Trainer's checkpoints, is removed after). A process
+    killed while saving leaves the earlier folder, or none, never a half-written one that loads or
+    that `upload` accepts."""
+    output_dir = os.path.abspath(output_dir)
+    parent, name = os.path.split(output_dir)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{name}.saving-", dir=parent)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it owner-only; the checkpoint gets the usual mode
+    try:
+        open(os.path.join(staging, INCOMPLETE_MARKER), "w").close()
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        if info is not None:
+            _write_info(staging, info)
+        write_model_card(staging)
+        os.remove(os.path.join(staging, INCOMPLETE_MARKER))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if os.path.lexists(output_dir):
+        replaced = f"{staging}.replaced"
+        os.rename(output_dir, replaced)
+        os.rename(staging, output_dir)
+        shutil.rmtree(replaced, ignore_errors=True)
+    else:
+        os.rename(staging, output_dir)
 
 
 def _write_info(directory: str, info: dict) -> None:

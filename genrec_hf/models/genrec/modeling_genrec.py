@@ -21,7 +21,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import ModelOutput
 
 from .configuration_genrec import GenRecConfig
-from .saving import give_weights_the_umask_mode, public_name
+from .saving import SafetensorsOnlyLoading, give_weights_the_umask_mode, public_name
 from .trie import ITEM_BEAM_SEARCH, TokenTrie, TrieConstrainedLogitsProcessor, rank_beams
 
 
@@ -97,7 +97,7 @@ class GenRecEncoder(nn.Module):
         return self.encoder(attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs)  # + positions
 
 
-class GenRecPreTrainedModel(PreTrainedModel):
+class GenRecPreTrainedModel(SafetensorsOnlyLoading, PreTrainedModel):
     config_class = GenRecConfig
     base_model_prefix = "genrec"
     supports_gradient_checkpointing = True

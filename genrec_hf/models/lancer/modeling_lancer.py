@@ -40,7 +40,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_lancer import LancerConfig
 from .cosine import CosineItemMapper
-from .saving import give_weights_the_umask_mode, public_name
+from .saving import SafetensorsOnlyLoading, give_weights_the_umask_mode, public_name
 from .trie import ITEM_BEAM_SEARCH, TokenTrie, TrieConstrainedLogitsProcessor, rank_beams, repeat_factor
 
 # transformers 5.24 renamed the KV-cache argument `past_key_values` to `cache`; 5.17 has the old name
@@ -146,7 +146,7 @@ class LancerReasoningPrompt(nn.Module):
 
 
 
-class LancerPreTrainedModel(PreTrainedModel):
+class LancerPreTrainedModel(SafetensorsOnlyLoading, PreTrainedModel):
     config_class = LancerConfig
     base_model_prefix = "lancer"
     # the prompts reach attention through the KV cache, and a checkpointed decoder layer runs

@@ -49,7 +49,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
 from .configuration_recsys_glm import GLM_TEXT_MODEL_TYPE, GLMTextConfig, RecSysGLMConfig
-from .saving import give_weights_the_umask_mode, public_name
+from .saving import SafetensorsOnlyLoading, give_weights_the_umask_mode, public_name
 from .trie import ITEM_BEAM_SEARCH, TokenTrie, TrieConstrainedLogitsProcessor, rank_beams, repeat_factor
 
 # transformers 5.24 renamed the KV-cache argument `past_key_values` to `cache`; 5.17 has the old name
@@ -315,7 +315,7 @@ class RecSysGLMLMHead(nn.Linear):
 
 # -- the model --------------------------------------------------------------------------------------
 
-class RecSysGLMPreTrainedModel(PreTrainedModel):
+class RecSysGLMPreTrainedModel(SafetensorsOnlyLoading, PreTrainedModel):
     config_class = RecSysGLMConfig
     base_model_prefix = "glm"
     supports_gradient_checkpointing = True

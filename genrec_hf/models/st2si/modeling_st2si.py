@@ -19,7 +19,7 @@ from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_st2si import ST2SIConfig
-from .saving import give_weights_the_umask_mode, public_name
+from .saving import SafetensorsOnlyLoading, give_weights_the_umask_mode, public_name
 from .scoring import top_k_items
 
 
@@ -118,7 +118,7 @@ def _replace_hidden_states(args: tuple, kwargs: dict, states: torch.Tensor) -> t
     return args, {**kwargs, "hidden_states": states}
 
 
-class ST2SIPreTrainedModel(PreTrainedModel):
+class ST2SIPreTrainedModel(SafetensorsOnlyLoading, PreTrainedModel):
     config_class = ST2SIConfig
     base_model_prefix = "st2si"
     supports_gradient_checkpointing = True

@@ -1,0 +1,81 @@
+"""Checkpoint folders are written atomically (issue 13): a process killed while saving leaves the
+earlier folder or none, and the unfinished folder it leaves neither loads nor uploads."""
+
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from transformers import AutoModel
+
+from conftest import make_catalog
+from genrec_hf import SASRecConfig, SASRecForSeqRec, SeqRecProcessor
+from genrec_hf.hub import check_checkpoint
+from genrec_hf.models.saving import INCOMPLETE_MARKER
+from genrec_hf.training.recipes import save_checkpoint
+
+
+def tiny():
+    torch.manual_seed(0)
+    catalog = make_catalog(12)
+    model = SASRecForSeqRec(SASRecConfig(num_items=len(catalog), max_items=5, hidden_size=8, inner_size=16))
+    return model, SeqRecProcessor(None, catalog, method="sasrec", max_items=5)
+
+
+def test_save_replaces_the_folder_in_one_step_and_leaves_nothing_beside_it(tmp_path):
+    model, processor = tiny()
+    target = tmp_path / "ckpt"
+    (target / "trainer_checkpoints" / "checkpoint-3").mkdir(parents=True)  # what training leaves there
+    (target / "stale.txt").write_text("from an earlier run")
+    save_checkpoint(model, processor, str(target), info={"method": "sasrec"})
+    assert sorted(os.listdir(tmp_path)) == ["ckpt"]  # no staging or replaced folder left
+    assert not (target / "trainer_checkpoints").exists() and not (target / "stale.txt").exists()
+    assert not (target / INCOMPLETE_MARKER).exists()
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o777 & ~umask  # not mkdtemp's owner-only mode
+    check_checkpoint(str(target))
+    assert isinstance(AutoModel.from_pretrained(target), SASRecForSeqRec)
+
+
+def test_a_save_that_fails_keeps_the_earlier_checkpoint(tmp_path, monkeypatch):
+    model, processor = tiny()
+    target = tmp_path / "ckpt"
+    save_checkpoint(model, processor, str(target), info={"method": "sasrec", "run": 1})
+    before = {n: (target / n).read_bytes() for n in os.listdir(target)}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(processor, "save_pretrained", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(model, processor, str(target), info={"method": "sasrec", "run": 2})
+    assert {n: (target / n).read_bytes() for n in os.listdir(target)} == before
+    assert sorted(os.listdir(tmp_path)) == ["ckpt"]
+
+
+def test_a_kill_during_save_leaves_an_unfinished_folder_that_neither_loads_nor_uploads(tmp_path):
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_atomic_save import tiny
+        from genrec_hf.training.recipes import save_checkpoint
+        model, processor = tiny()
+        processor.save_pretrained = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)  # dies mid-save
+        save_checkpoint(model, processor, {str(tmp_path / "ckpt")!r})
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == -9, done.stderr
+    assert not (tmp_path / "ckpt").exists()
+    (left,) = [tmp_path / n for n in os.listdir(tmp_path)]
+    assert left.name.startswith(".ckpt.saving-") and (left / INCOMPLETE_MARKER).is_file()
+    assert (left / "model.safetensors").is_file()  # the weights were written: only the marker stops a load
+    with pytest.raises(OSError, match="unfinished save"):
+        AutoModel.from_pretrained(left)
+    with pytest.raises(OSError, match="unfinished save"):
+        SASRecForSeqRec.from_pretrained(left)
+    with pytest.raises(ValueError, match="unfinished save"):
+        check_checkpoint(str(left))
