@@ -54,6 +54,7 @@ METHOD_FLAGS = {
     "--keep-lora": ("keep_lora", ("recsys_glm",)), "--tasks": ("tasks", ("recsys_glm",)),
     "--user-features": ("user_features", ("recsys_glm",)), "--tune-layers": ("tune_layers", ("st2si",)),
     "--max-train-minutes": ("max_train_minutes", ("st2si",)),
+    "--resume": ("resume", ("st2si", "sasrec", "gru4rec")),
 }
 GENERATIVE = ("genrec", "lancer", "recsys_glm")
 ITEM_ID_MODELS = ("sasrec", "gru4rec")  # no text, no backbone
@@ -281,7 +282,11 @@ def _training_config(args):
             raise ValueError(f"--backbone does not apply to --method {args.method}: it reads item ids, not text")
         if args.epochs is not None:
             common["epochs"] = args.epochs
-        return ItemIDTrainingConfig(method=args.method, **common, **({"windows": args.windows} if args.windows else {}))
+        if args.resume and args.windows == "random":
+            raise ValueError("--resume needs fixed --windows (all, last or N): random windows are drawn per read, and a "
+                             "resumed process would draw the first epoch's again")
+        return ItemIDTrainingConfig(method=args.method, **common, **({"windows": args.windows} if args.windows else {}),
+                                    resume=bool(args.resume))
     common["backbone"] = args.backbone
     if args.method == "lancer":
         if args.epochs is not None:
@@ -323,6 +328,9 @@ def _training_config(args):
     if args.method == "st2si":
         if args.tune_layers is not None and args.tune_mode != "top-k":
             raise ValueError("--tune-layers applies only with --tune-mode top-k")
+        if args.resume and args.windows in (None, "random"):
+            raise ValueError("--resume needs fixed --windows (last, all or N): random windows are drawn per read, and a "
+                             "resumed process would draw the first epoch's again")
         if args.tune_mode == "top-k" and args.windows in (None, "random") and not args.no_cache:
             raise ValueError("--tune-mode top-k computes the frozen layers once per window: give fixed --windows "
                              "(last, all or a number N), or --no-cache to recompute them every step")
@@ -330,7 +338,7 @@ def _training_config(args):
             **common, tune_mode=args.tune_mode.replace("-", "_"), max_item_tokens=args.max_item_tokens,
             **({"tune_layers": args.tune_layers} if args.tune_layers is not None else {}), multi_query=not args.single_query,
             id_alignment=not args.no_alignment, windows=args.windows or "random", cache_states=not args.no_cache,
-            max_train_minutes=args.max_train_minutes,
+            max_train_minutes=args.max_train_minutes, resume=bool(args.resume),
         )
     extra = {"pretrain_max_steps": args.pretrain_max_steps, "item_text_ids": args.item_text_ids, "eval_every": args.eval_every,
              "unknown_user_prob": args.unknown_user_prob, "id_embedding_scale": args.id_embedding_scale}
@@ -466,6 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "THUDM GLM folder; sasrec, gru4rec: none (item ids only)")
     tr.add_argument("--output-dir", required=True)
     tr.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --output-dir")
+    tr.add_argument("--resume", action="store_const", const=True, default=None,
+                    help="st2si (fixed --windows), sasrec, gru4rec: continue a killed run from the newest epoch checkpoint "
+                         "in --output-dir/trainer_checkpoints (same flags as the first run)")
     tr.add_argument("--epochs", type=POSITIVE_FLOAT, default=None,
                     help="st2si, genrec, recsys_glm (finetuning), sasrec, gru4rec: epoch ceiling; default 50 (sasrec, gru4rec: "
                          "300, RecBole's; early stopping ends the run). "

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, replace
@@ -48,6 +49,7 @@ class ST2SITrainingConfig:
     epochs: float = 50.0  # a ceiling: early stopping ends the run (paper: patience 5 on validation)
     early_stopping_patience: int = 5  # validations without improvement before stopping; 0 = off
     max_train_minutes: float | None = None  # stop after the first validation past this wall time (a leased GPU)
+    resume: bool = False  # continue from the newest Trainer checkpoint in output_dir (fixed windows only)
     max_steps: int = -1
     learning_rate: float | None = None  # paper: 5e-5 full, 3e-4 ILP
     weight_decay: float = 0.0
@@ -713,6 +715,7 @@ class ItemIDTrainingConfig:
     seed: int = 42
     limit_users: int | None = None
     progress: bool = True
+    resume: bool = False  # continue from the newest Trainer checkpoint in output_dir (after a kill)
 
     # the CLI's shared --backbone flag has no meaning for these models; recorded as "none"
     backbone: str = "none"
@@ -799,7 +802,7 @@ def _train_and_save(trainer: Trainer, processor, output_dir: str, method: str, d
     Trainer's intermediate checkpoints. `before_save(model)` runs on the selected model before it is
     saved (RecSysGLM: merge LoRA); `extra_info` joins training_info.json. Returns (model, processor,
     validation metrics)."""
-    train_output = trainer.train()
+    train_output = trainer.train(resume_from_checkpoint=_resume_checkpoint(trainer, cfg))
     model = trainer.model
     best = trainer.state.best_model_checkpoint
     valid_metrics = _logged_eval(trainer.state, best) or trainer.evaluate()
@@ -823,6 +826,40 @@ def _train_and_save(trainer: Trainer, processor, output_dir: str, method: str, d
     })
     shutil.rmtree(trainer.args.output_dir, ignore_errors=True)  # the best model is saved above
     return model, processor, valid_metrics
+
+
+def _resume_checkpoint(trainer: Trainer, cfg) -> str | None:
+    """The newest epoch checkpoint the Trainer left in its work folder when `cfg.resume` asks for it.
+    The Trainer restores weights, optimizer, scheduler, RNG states and the early-stopping counter
+    from it, so the run ends where an uninterrupted one would."""
+    if not getattr(cfg, "resume", False):
+        return None
+    work_dir = trainer.args.output_dir
+    last = _last_complete_checkpoint(work_dir)
+    if last is None:
+        logger.warning("--resume: no checkpoint in %s, training from the start", work_dir)
+    else:
+        logger.warning("resuming from %s", last)
+    return last
+
+
+def _last_complete_checkpoint(work_dir: str) -> str | None:
+    """The Trainer writes `trainer_state.json` last into a checkpoint folder and not atomically: a
+    run killed while saving leaves a newer folder without it (or with half of it). Take the newest
+    folder whose state file reads."""
+    if not os.path.isdir(work_dir):
+        return None
+    folders = sorted((n for n in os.listdir(work_dir) if re.fullmatch(r"checkpoint-\d+", n)),
+                     key=lambda n: int(n.split("-")[1]), reverse=True)
+    for name in folders:
+        try:
+            with open(os.path.join(work_dir, name, "trainer_state.json"), encoding="utf-8") as f:
+                json.load(f)
+        except (OSError, ValueError):
+            logger.warning("--resume: skipping %s, which was not completely saved", name)
+            continue
+        return os.path.join(work_dir, name)
+    return None
 
 
 def save_checkpoint(model, processor: SeqRecProcessor, output_dir: str, info: dict | None = None) -> None:

@@ -1,0 +1,86 @@
+"""A training run killed with SIGKILL mid-run and rerun with --resume ends with the same weights and
+validation history as an uninterrupted run (issue 13)."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from safetensors.torch import load_file
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("data") / "sequences.txt"
+    lines = []
+    for user in range(300):
+        start = rng.randrange(40)
+        lines.append(f"u{user} " + " ".join(f"i{(start + 3 * k + rng.randrange(2)) % 40}" for k in range(12)))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def train_cmd(dataset, output_dir, *extra):
+    return [sys.executable, "-m", "genrec_hf.cli", "train", "--method", "sasrec", "--dataset", str(dataset), "--format", "p5",
+            "--k-core", "0", "--max-items", "10", "--epochs", "6", "--batch-size", "4", "--seed", "3", "--no-progress",
+            "--output-dir", str(output_dir), *extra]
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_result(dataset, tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    subprocess.run(train_cmd(dataset, whole, "--skip-test"), env=ENV, check=True, capture_output=True, timeout=900)
+
+    proc = subprocess.Popen(train_cmd(dataset, killed, "--skip-test"), env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    work = killed / "trainer_checkpoints"
+    deadline = time.monotonic() + 600
+    while not (work.is_dir() and any((work / n / "trainer_state.json").is_file() for n in os.listdir(work))):
+        assert proc.poll() is None, "the run ended before its first checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)  # once the first epoch's checkpoint is written: mid-run
+    proc.wait()
+    assert not (killed / "config.json").exists(), "the run finished before the kill: the test proves nothing"
+
+    resumed = subprocess.run(train_cmd(dataset, killed, "--skip-test", "--resume"), env=ENV, capture_output=True,
+                             text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stderr
+    a, b = load_file(whole / "model.safetensors"), load_file(killed / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert (a[name] - b[name]).abs().max() <= 1e-6, name
+    info_a, info_b = (json.loads((d / "training_info.json").read_text()) for d in (whole, killed))
+    assert info_a["validation_history"] == info_b["validation_history"]
+    assert info_a["best_checkpoint"] == info_b["best_checkpoint"] and len(info_a["validation_history"]) == 6
+
+
+def test_resume_is_refused_where_it_cannot_be_exact(dataset, tmp_path, capsys):
+    from genrec_hf.cli import main
+
+    assert main(train_cmd(dataset, tmp_path / "x", "--resume", "--windows", "random")[3:]) == 2
+    assert "--resume needs fixed --windows" in capsys.readouterr().err
+    assert main(["train", "--method", "genrec", "--resume", "--output-dir", str(tmp_path / "g")]) == 2
+    assert capsys.readouterr().err.strip() == "error: --resume applies only to --method st2si or sasrec or gru4rec"
+
+
+def test_resume_skips_a_checkpoint_the_kill_left_half_written(tmp_path):
+    from genrec_hf.training.recipes import _last_complete_checkpoint
+
+    assert _last_complete_checkpoint(str(tmp_path / "missing")) is None
+    for step, state in ((10, '{"global_step": 10}'), (20, '{"global_st'), (30, None)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"")
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoint-9").mkdir()  # numbered, not sorted as text: 10 is newer than 9
+    (tmp_path / "checkpoint-9" / "trainer_state.json").write_text("{}")
+    assert _last_complete_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-10")
