@@ -111,3 +111,31 @@ def test_a_comma_separated_file_read_as_p5_is_never_a_silent_user(tmp_path):
     path.write_text("u1,a,1\nu1,b,2\n")
     with pytest.raises(DataFormatError, match="looks comma-separated"):
         read_p5(path)
+
+
+EOS = 2
+catalogs = st.lists(st.lists(st.integers(3, 40), min_size=1, max_size=5).map(lambda s: tuple(s) + (EOS,)),
+                    min_size=1, max_size=30, unique=True)
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(catalogs, st.lists(st.integers(0, 40), max_size=6))
+def test_the_trie_allows_exactly_the_catalog_continuations_of_any_prefix(sequences, stray):
+    """Dense and listed nodes alike: the allowed set after any prefix is what the catalog spells, a
+    string off the catalog gets nothing, and every item's full tokens name that item."""
+    from genrec_hf.generation import TokenTrie
+
+    width = max(map(len, sequences))
+    table = torch.full((len(sequences), width), -1)
+    for i, s in enumerate(sequences):
+        table[i, : len(s)] = torch.tensor(s)
+    trie = TokenTrie(table, vocab_size=41)
+    assert trie.items_of(table).tolist() == list(range(len(sequences)))
+    prefixes = {s[:k] for s in sequences for k in range(len(s))} | {tuple(stray)}
+    for prefix in prefixes:
+        expected = {s[len(prefix)] for s in sequences if len(s) > len(prefix) and s[: len(prefix)] == prefix}
+        if any(s == prefix for s in sequences):  # a complete item: nothing continues it
+            expected = set()
+        tokens = torch.tensor([list(prefix)], dtype=torch.long).reshape(1, -1)
+        mask = trie.allowed_mask(trie.walk(tokens), 41)[0]
+        assert set(mask.nonzero().flatten().tolist()) == expected, prefix
