@@ -54,6 +54,13 @@ def _is_gzip(path: Path) -> bool:
         return f.read(2) == _GZIP_MAGIC
 
 
+def _drop_utf8_bom(data: bytes, encoding: str) -> bytes:
+    """A UTF-8 byte-order mark would otherwise become part of the first id."""
+    if encoding.replace("-", "").lower() == "utf8" and data.startswith(b"\xef\xbb\xbf"):
+        return data[3:]
+    return data
+
+
 def _open_binary(path: Path):
     return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
 
@@ -66,8 +73,8 @@ def _lines(path: Path, encoding: str = "utf-8"):
         try:
             for lineno, raw in enumerate(f, start=1):
                 raw = raw.rstrip(b"\r\n")
-                if lineno == 1 and encoding.replace("-", "").lower() == "utf8" and raw.startswith(b"\xef\xbb\xbf"):
-                    raw = raw[3:]
+                if lineno == 1:
+                    raw = _drop_utf8_bom(raw, encoding)
                 try:
                     yield lineno, raw.decode(encoding)
                 except UnicodeDecodeError as err:
@@ -91,8 +98,7 @@ def _open_text(path: Path, encoding: str = "utf-8"):
     """The whole file as one text stream (for JSON arrays); gzip by content, BOM dropped."""
     with _open_binary(path) as f:
         data = f.read()
-    if encoding.replace("-", "").lower() == "utf8" and data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
+    data = _drop_utf8_bom(data, encoding)
     try:
         return io.StringIO(data.decode(encoding))
     except UnicodeDecodeError as err:
