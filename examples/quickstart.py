@@ -28,7 +28,7 @@ import time
 import torch
 from transformers import AutoModel
 
-import genrec_hf
+import genrec_hf.models  # registers "st2si" with the Auto classes (for AutoModel.from_pretrained below)
 from genrec_hf import SeqRecPipeline, SeqRecProcessor, load_sequences
 from genrec_hf.baselines import PopularityRecommender
 from genrec_hf.evaluation import evaluate_recommender
@@ -73,7 +73,7 @@ def main():
     print(f"{'':12}{table[0]}\n{'popularity':12}{table[1]}")
     print(f"{'ST2SI-ILP':12}{format_metrics(st2si_test.metrics).splitlines()[1]}")
 
-    # reload the way a user would: the Auto classes know "st2si" once genrec_hf is imported
+    # reload the way a user would: the Auto classes know "st2si" once genrec_hf.models is imported
     reloaded = AutoModel.from_pretrained(args.output_dir)
     reloaded_processor = SeqRecProcessor.from_pretrained(args.output_dir)
     print(f"\nreloaded {type(reloaded).__name__} ({genrec_hf.__name__}) from {args.output_dir}")
