@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.nn import functional as F
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
+from .losses import labelled_cross_entropy
 from .saving import SafetensorsOnlyLoading, give_weights_the_umask_mode
 from .scoring import top_k_items
 
@@ -112,7 +112,7 @@ class ItemIDSeqRecModel(SafetensorsOnlyLoading, PreTrainedModel):
             if bool(bad.any()):
                 raise ValueError(f"unknown item id {int(labels[bad][0])} in labels: the catalog has {self.config.num_items} items")
             scores = hidden[keep] @ self.item_vectors().T  # [labelled positions, num_items]
-            loss = F.cross_entropy(scores.float(), labels[keep]) if scores.shape[0] else scores.sum() * 0.0
+            loss = labelled_cross_entropy(scores, labels[keep], kwargs.get("num_items_in_batch"))
         if labels is None or not self.training:
             logits = hidden @ self.item_vectors().T
         return ItemIDSeqRecOutput(loss=loss, logits=logits, hidden_states=hidden)

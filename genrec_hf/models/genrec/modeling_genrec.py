@@ -18,9 +18,11 @@ import torch
 from torch import nn
 from transformers import BartForConditionalGeneration, GenerationConfig, GenerationMixin, LogitsProcessorList, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
+from transformers.models.bart.modeling_bart import shift_tokens_right
 from transformers.utils import ModelOutput
 
 from .configuration_genrec import GenRecConfig
+from .losses import labelled_cross_entropy
 from .saving import SafetensorsOnlyLoading, give_weights_the_umask_mode, public_name
 from .trie import ITEM_BEAM_SEARCH, TokenTrie, TrieConstrainedLogitsProcessor, rank_beams
 
@@ -230,14 +232,23 @@ class GenRecForConditionalGeneration(GenRecPreTrainedModel, GenerationMixin):
             )
         elif isinstance(encoder_outputs, tuple):
             encoder_outputs = BaseModelOutput(*encoder_outputs)
-        return self.bart(
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        if labels is not None and decoder_input_ids is None and kwargs.get("decoder_inputs_embeds") is None:
+            text = self.bart.config
+            decoder_input_ids = shift_tokens_right(labels, text.pad_token_id, text.decoder_start_token_id)
+            kwargs.setdefault("use_cache", False)
+        # the loss is ours, not BART's mean: the Trainer's num_items_in_batch makes gradient accumulation
+        # and data-parallel ranks give the one-batch mean (losses.py)
+        out = self.bart(
             attention_mask=attention_mask,
             encoder_outputs=encoder_outputs,
             decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask,
-            labels=labels,
             **kwargs,
         )
+        if labels is not None:
+            out.loss = labelled_cross_entropy(out.logits, labels, num_items_in_batch)
+        return out
 
     # -- generation ----------------------------------------------------------------------------------
     def generate(self, *args, constrained: bool | None = None, logits_processor=None, **kwargs):

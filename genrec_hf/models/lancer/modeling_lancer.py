@@ -185,6 +185,8 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
 
     def __init__(self, config: LancerConfig, lm: PreTrainedModel | None = None):
         super().__init__(config)
+        # the LM shifts the labels: the Trainer counts labels[..., 1:] for num_items_in_batch, as for a causal LM
+        self.loss_type = "ForCausalLM"
         if config.text_config is None:
             raise ValueError("LancerConfig.text_config is required: a decoder-only LM config")
         self.lm = lm if lm is not None else AutoModelForCausalLM.from_config(config.text_config)

@@ -49,6 +49,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
 from .configuration_recsys_glm import GLM_TEXT_MODEL_TYPE, GLMTextConfig, RecSysGLMConfig
+from .losses import labelled_cross_entropy
 from .saving import SafetensorsOnlyLoading, give_weights_the_umask_mode, public_name
 from .trie import ITEM_BEAM_SEARCH, TokenTrie, TrieConstrainedLogitsProcessor, rank_beams, repeat_factor
 
@@ -169,16 +170,6 @@ def infilling_intra_positions(
         after_start = torch.where(live, is_start, after_start)
         out[:, col] = torch.where(live, new_pos, torch.zeros_like(pos))
     return out
-
-
-def infilling_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
-    """Cross-entropy over labelled positions; labels [B, S] are aligned with the inputs (not shifted).
-    Mean over labelled tokens, or their sum / num_items_in_batch (Trainer's gradient accumulation)."""
-    labels = labels.to(logits.device)
-    labelled = labels != -100  # Part B only: no float copy of Part A's logits
-    total = F.cross_entropy(logits[labelled].float(), labels[labelled], reduction="sum")
-    count = labelled.sum() if num_items_in_batch is None else num_items_in_batch
-    return total / torch.as_tensor(count, device=total.device, dtype=total.dtype).clamp(min=1)
 
 
 
@@ -702,7 +693,7 @@ class RecSysGLMForInfilling(RecSysGLMPreTrainedModel, GenerationMixin):
             hidden = hidden[:, -logits_to_keep:]
         head = self.get_output_embeddings()
         logits = F.linear(hidden, head.weight if head is not None else self.get_input_embeddings().weight)
-        loss = infilling_loss(logits, labels, num_items_in_batch) if labels is not None else None
+        loss = labelled_cross_entropy(logits, labels, num_items_in_batch) if labels is not None else None
         return CausalLMOutputWithPast(
             loss=loss, logits=logits, hidden_states=all_hidden, attentions=attentions, **{CACHE_ARG: cache},
         )

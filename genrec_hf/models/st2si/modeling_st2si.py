@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_st2si import ST2SIConfig
+from .losses import labelled_cross_entropy
 from .saving import SafetensorsOnlyLoading, give_weights_the_umask_mode, public_name
 from .scoring import top_k_items
 
@@ -334,7 +334,7 @@ class ST2SIForItemPrediction(ST2SIPreTrainedModel, GenerationMixin):
             bad = (labels != -100) & ((labels < 0) | (labels >= self.config.num_items))
             if bool(bad.any()):
                 raise ValueError(f"unknown item id {int(labels[bad][0])} in labels: the ILP has {self.config.num_items} items")
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+            loss = labelled_cross_entropy(logits, labels, kwargs.get("num_items_in_batch"))
         return ST2SIOutput(
             loss=loss,
             logits=logits,
