@@ -352,6 +352,7 @@ def _training_config(args):
 
 
 def cmd_train(args) -> int:
+    from .distributed import is_main_process
     from .evaluation import evaluate_recommender
     from .pipeline import SeqRecPipeline
     from .training.recipes import (ranking_summary, record_results, train_genrec, train_item_id_model, train_lancer,
@@ -365,19 +366,22 @@ def cmd_train(args) -> int:
         args.dataset = "ml-100k"
     cfg = _training_config(args)  # flag errors before the data and the backbone load
     data = _load(args)
-    print(data.describe())
+    if is_main_process():
+        print(data.describe())
     model, processor, valid = trainers[args.method](data, args.output_dir, cfg, overwrite=args.overwrite, dataset_spec=_dataset_spec(args))
-    shown = ranking_summary(valid)
-    print("\nbest validation: " + ", ".join(f"{k}={v:.4f}" for k, v in shown.items()))
-    print(f"checkpoint saved to {args.output_dir}")
+    if is_main_process():
+        shown = ranking_summary(valid)
+        print("\nbest validation: " + ", ".join(f"{k}={v:.4f}" for k, v in shown.items()))
+        print(f"checkpoint saved to {args.output_dir}")
     if not args.skip_test:
         # generative methods: the list length and decoding validation selected on (top_k = the beams)
         top_k = getattr(cfg, "beam_size", None)
         extra = {"decode": cfg.decode} if args.method == "lancer" else {}
         result = evaluate_recommender(SeqRecPipeline(model, processor, **extra), data.splits["test"], split_name="test",
                                       progress=not args.no_progress, limit=args.limit_users, top_k=top_k)
-        record_results(args.output_dir, result)
-        print(result.format())
+        record_results(args.output_dir, result)  # rank 0 writes; every rank holds the gathered result
+        if is_main_process():
+            print(result.format())
     return 0
 
 

@@ -6,6 +6,9 @@ A recommender is anything with either
 - `rank_items(histories, users, top_k, exclude_history) -> RecommendationOutput`: ranked lists
   (generative methods), whose `num_valid` / `num_generated` give the valid ratio.
 `histories` are lists of catalog ids, oldest first; `users` are original user ids.
+
+Under torchrun / accelerate launch the users are sharded over the ranks and the per-user ranks
+gathered, so every rank returns exactly the single-process result.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Iterable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .distributed import gather_in_rank_order, shard_bounds, world
 from .metrics import DEFAULT_KS, format_metrics, metrics_from_ranks, ranked_list_ranks, target_ranks
 
 REPORT_KS = (1, 5, 10, 20)
@@ -80,6 +84,7 @@ def evaluate_recommender(
     split_name: str = "test",
     progress: bool = True,
     limit: int | None = None,
+    shard_users: bool | None = None,
 ) -> EvaluationResult:
     """Evaluate `recommender` on a split with columns user, history, target.
 
@@ -88,6 +93,11 @@ def evaluate_recommender(
         max_history: truncate histories to their last N items before the recommender sees them.
         top_k: list length for ranked-list recommenders (default max(ks)); items past it are misses.
         limit: evaluate only the first N users (smoke runs; report it).
+        shard_users: in a distributed run (an initialised torch.distributed group of N > 1 ranks)
+            each rank evaluates a contiguous 1/N of the users and the per-user ranks are gathered,
+            so every rank returns the single-process metrics. Default: shard whenever N > 1; pass
+            False to have every rank evaluate every user (e.g. generation under DeepSpeed ZeRO-3,
+            where every rank must make the same generate calls).
     """
     ks = tuple(ks) if ks else DEFAULT_KS
     users, histories, targets = split["user"], split["history"], split["target"]
@@ -100,14 +110,18 @@ def evaluate_recommender(
     if not scoring and not hasattr(recommender, "rank_items"):
         raise TypeError(f"{type(recommender).__name__} has neither score_items nor rank_items")
     top_k = top_k or max(ks)
-    all_ranks, valid, generated = [], 0, 0
-    bar = tqdm(range(0, len(targets), batch_size), desc=f"evaluate {split_name}", disable=not progress, unit="batch")
+    rank, world_size = world()
+    shard_users = world_size > 1 if shard_users is None else shard_users and world_size > 1
+    start, stop = shard_bounds(len(targets), rank, world_size) if shard_users else (0, len(targets))
+    all_ranks, valid, generated = [torch.empty(0, dtype=torch.float64)], 0, 0  # a rank may get no users
+    bar = tqdm(range(start, stop, batch_size), desc=f"evaluate {split_name}", disable=not progress or rank > 0, unit="batch")
     with torch.inference_mode():
-        for start in bar:
-            full_hist = [list(h) for h in histories[start:start + batch_size]]
+        for first in bar:
+            end = min(first + batch_size, stop)
+            full_hist = [list(h) for h in histories[first:end]]
             batch_hist = [h[-max_history:] for h in full_hist] if max_history is not None else full_hist
-            batch_users = list(users[start:start + batch_size])
-            batch_targets = torch.as_tensor(targets[start:start + batch_size])
+            batch_users = list(users[first:end])
+            batch_targets = torch.as_tensor(targets[first:end])
             if scoring:
                 scores = recommender.score_items(batch_hist, batch_users).cpu()  # ranked in its own dtype
                 if exclude_history:
@@ -120,6 +134,10 @@ def evaluate_recommender(
                     valid += int(out.num_valid.sum())
                     generated += int(out.num_generated.sum())
     ranks = torch.cat(all_ranks)
+    if shard_users:  # every rank's users, in split order: the single-process ranks and counts
+        shards = gather_in_rank_order((ranks, valid, generated))
+        ranks = torch.cat([shard[0] for shard in shards])
+        valid, generated = sum(shard[1] for shard in shards), sum(shard[2] for shard in shards)
     generation = {} if scoring else {  # how the lists were generated, where the recommender says (SeqRecPipeline)
         k: v for k, v in (getattr(recommender, "recommend_kwargs", None) or {}).items() if k in GENERATION_SETTINGS
     }

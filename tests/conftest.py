@@ -1,4 +1,5 @@
 import os
+import random
 
 import pytest
 import torch
@@ -80,3 +81,14 @@ def run_without_genrec_hf(tmp_path):
         return result.stdout
 
     return run
+
+
+def write_p5_sequences(path, num_users: int, length: int, num_items: int = 40, seed: int = 0):
+    """A P5 file of users walking the catalog in steps of about 3 (learnable, a few ties): `path`."""
+    rng = random.Random(seed)
+    lines = []
+    for user in range(num_users):
+        start = rng.randrange(num_items)
+        lines.append(f"u{user} " + " ".join(f"i{(start + 3 * k + rng.randrange(2)) % num_items}" for k in range(length)))
+    path.write_text("\n".join(lines) + "\n")
+    return path

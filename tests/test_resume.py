@@ -3,13 +3,13 @@ validation history as an uninterrupted run (issue 13)."""
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+from conftest import write_p5_sequences
 from safetensors.torch import load_file
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -17,14 +17,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("data") / "sequences.txt"
-    lines = []
-    for user in range(300):
-        start = rng.randrange(40)
-        lines.append(f"u{user} " + " ".join(f"i{(start + 3 * k + rng.randrange(2)) % 40}" for k in range(12)))
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_p5_sequences(tmp_path_factory.mktemp("data") / "sequences.txt", num_users=300, length=12)
 
 
 def train_cmd(dataset, output_dir, *extra):

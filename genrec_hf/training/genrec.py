@@ -68,9 +68,20 @@ class GenRecCollator:
         return p.encode(items[:cut], items[cut], user=user)
 
     def __call__(self, features: list[dict]) -> dict:
+        # raw ids index the item token table, where -1 would silently be the last item: refuse bad
+        # ids (and empty histories) here, naming the batch row
+        self.processor.check_histories([list(f["history"] if "target" in f else f["items"]) for f in features])
+        self.processor.check_histories([[f["target"]] for f in features if "target" in f])
         rows = [self.encode_row(f) for f in features]
         keys = [k for k in self.processor.format.output_keys if k != "history_item_ids"]
         return dict(self.processor.pad({k: [r[k] for r in rows] for k in keys}, return_tensors="pt"))
+
+
+def genrec_entity_texts(data, item_text_ids: str = "random") -> list[str]:
+    """The item and user words GenRec's tokenizer must hold whole ("item_12", "user_3", "user_unk")."""
+    users = len(data.splits["train"]["user"])
+    numbers = range(len(data.catalog)) if item_text_ids == "random" else data.catalog.original_ids
+    return [f"item_{n}" for n in numbers] + [f"user_{r}" for r in range(users + 1)] + ["user_unk"]
 
 
 def genrec_datasets(data, stage: str, limit_users: int | None = None) -> tuple[Dataset, Dataset]:

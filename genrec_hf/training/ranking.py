@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import torch
 from transformers import TrainerCallback
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 from ..metrics import metrics_from_ranks, target_ranks
 
@@ -123,9 +124,11 @@ class RecommenderEvalCallback(TrainerCallback):
         if metrics is None or model is None:
             return
         was_training = model.training
+        # users sharded over the ranks, except under ZeRO-3, where every rank must make the same
+        # generate calls (synced_gpus) and so evaluates every user
         result = evaluate_recommender(
             SeqRecPipeline(model, self.processor, **self.recommend_kwargs), self.split, ks=self.ks, batch_size=self.batch_size,
-            top_k=self.top_k, split_name="valid", progress=False, limit=self.limit,
+            top_k=self.top_k, split_name="valid", progress=False, limit=self.limit, shard_users=not is_deepspeed_zero3_enabled(),
         )
         model.train(was_training)
         ranking = {f"eval_{k}": v for k, v in result.metrics.items()}
@@ -133,4 +136,5 @@ class RecommenderEvalCallback(TrainerCallback):
             ranking["eval_valid_ratio"] = result.valid_ratio
         metrics.update(ranking)
         state.log_history.append({**ranking, "epoch": state.epoch, "step": state.global_step})
-        print({k: round(v, 4) for k, v in ranking.items()})
+        if state.is_world_process_zero:
+            print({k: round(v, 4) for k, v in ranking.items()})

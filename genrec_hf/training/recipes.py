@@ -20,6 +20,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 
 from ..backbones import BART_SIZES
 from ..cards import write_model_card
+from ..distributed import barrier, is_main_process
 from ..models.saving import INCOMPLETE_MARKER, public_name
 from ..processing import RECSYS_GLM_DEFAULTS, ST2SI_DEFAULTS, SeqRecProcessor
 from .ranking import SELECT_ON_VALIDATION, RankingMetrics, keep_labelled_logits
@@ -263,16 +264,14 @@ def train_genrec(data, output_dir: str, cfg: GenRecTrainingConfig | None = None,
     checkpoint. Returns (model, processor, validation metrics)."""
     from ..backbones import load_bart
     from ..models import GenRecForConditionalGeneration
-    from .genrec import GenRecCollator, genrec_datasets
+    from .genrec import GenRecCollator, genrec_datasets, genrec_entity_texts
     from .ranking import RecommenderEvalCallback
 
     cfg = cfg or GenRecTrainingConfig()
     _check_output_dir(output_dir, overwrite)
     set_seed(cfg.seed)
     users = list(data.splits["train"]["user"])
-    numbers = range(len(data.catalog)) if cfg.item_text_ids == "random" else data.catalog.original_ids
-    entity_texts = [f"item_{n}" for n in numbers] + [f"user_{r}" for r in range(len(users) + 1)] + ["user_unk"]
-    bart, tokenizer = load_bart(cfg.backbone, texts=entity_texts)
+    bart, tokenizer = load_bart(cfg.backbone, texts=genrec_entity_texts(data, cfg.item_text_ids))
     processor = SeqRecProcessor(
         tokenizer, data.catalog, method="genrec", users=users, item_text_ids=cfg.item_text_ids,
         seed=cfg.seed, max_items=cfg.max_items, max_length=cfg.max_length,
@@ -458,20 +457,26 @@ def train_lancer(data, output_dir: str, cfg: LancerTrainingConfig | None = None,
         if target != output_dir:
             better = valid2.get("eval_ndcg@10", -1.0) > valid.get("eval_ndcg@10", -1.0)
             stages["kept"] = "stage2" if better else "stage1"
-            if better:  # swap by renames: a kill in between leaves both complete folders
-                os.replace(output_dir, output_dir + ".replaced")
-                os.replace(target, output_dir)
-                shutil.rmtree(output_dir + ".replaced")
+            if is_main_process():  # one rank moves the folders
+                if better:  # swap by renames: a kill in between leaves both complete folders
+                    os.replace(output_dir, output_dir + ".replaced")
+                    os.replace(target, output_dir)
+                    shutil.rmtree(output_dir + ".replaced")
+                else:  # stage 2 did not beat stage 1 on validation: the stage-1 checkpoint stays
+                    shutil.rmtree(target, ignore_errors=True)
+            barrier()
+            if better:
                 valid = valid2
-            else:  # stage 2 did not beat stage 1 on validation: the stage-1 checkpoint stays
-                shutil.rmtree(target, ignore_errors=True)
+            else:
                 model = LancerForSeqRec.from_pretrained(output_dir)
         else:
             valid = valid2
-    info = read_training_info(output_dir)
-    info["stages"] = stages
-    _write_info(output_dir, info)
-    write_model_card(output_dir)
+    if is_main_process():
+        info = read_training_info(output_dir)
+        info["stages"] = stages
+        _write_info(output_dir, info)
+        write_model_card(output_dir)
+    barrier()
     return model, processor, valid
 
 
@@ -824,7 +829,8 @@ def _train_and_save(trainer: Trainer, processor, output_dir: str, method: str, d
         },
         **(extra_info or {}),
     })
-    shutil.rmtree(trainer.args.output_dir, ignore_errors=True)  # the best model is saved above
+    if is_main_process():
+        shutil.rmtree(trainer.args.output_dir, ignore_errors=True)  # the best model is saved above
     return model, processor, valid_metrics
 
 
@@ -868,7 +874,19 @@ def save_checkpoint(model, processor: SeqRecProcessor, output_dir: str, info: di
     Written atomically: into a hidden sibling folder marked unfinished, then renamed into place (the
     folder it replaces, e.g. the one holding the Trainer's checkpoints, is removed after). A process
     killed while saving leaves the earlier folder, or none, never a half-written one that loads or
-    that `upload` accepts."""
+    that `upload` accepts. Under torchrun / accelerate launch every rank holds the same model: rank 0
+    writes it and the others wait until it is in place.
+    """
+    if not is_main_process():
+        barrier()
+        return
+    try:
+        _save_checkpoint(model, processor, output_dir, info)
+    finally:
+        barrier()  # also when the save failed: the other ranks must not wait forever
+
+
+def _save_checkpoint(model, processor: SeqRecProcessor, output_dir: str, info: dict | None) -> None:
     output_dir = os.path.abspath(output_dir)
     parent, name = os.path.split(output_dir)
     os.makedirs(parent, exist_ok=True)
@@ -904,7 +922,10 @@ def _write_info(directory: str, info: dict) -> None:
 
 
 def record_results(directory: str, result) -> None:
-    """Add an EvaluationResult (e.g. the one test evaluation) to training_info.json and the card."""
+    """Add an EvaluationResult (e.g. the one test evaluation) to training_info.json and the card
+    (rank 0 only in a distributed run: every rank holds the same gathered result)."""
+    if not is_main_process():
+        return
     info = read_training_info(directory)
     info[result.split] = {**result.metrics, "users": result.num_users}
     info["exclude_history"] = result.exclude_history
