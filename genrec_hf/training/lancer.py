@@ -58,6 +58,10 @@ class LancerCollator:
         return self.processor.encode(items[:cut], items[cut])
 
     def __call__(self, features: list[dict]) -> dict:
+        # raw ids index the item token table, where -1 would silently be the last item: refuse bad
+        # ids (and empty histories) here, naming the batch row
+        self.processor.check_histories([list(f["history"] if "target" in f else f["items"]) for f in features])
+        self.processor.check_histories([[f["target"]] for f in features if "target" in f])
         rows = [self.encode_row(f) for f in features]
         keys = [k for k in ("input_ids", "labels", "prompt_item_ids", "prompt_slots_visible") if k in rows[0]]
         return dict(self.processor.pad({k: [r[k] for r in rows] for k in keys}, return_tensors="pt"))

@@ -35,6 +35,11 @@ class SeqRecCollator:
 
     def __call__(self, features: list[dict]) -> dict:
         keys = [k for k in ("input_ids", "labels", "history_item_ids") if k in features[0]]
+        for row, f in enumerate(features):  # keys come from row 0: another row's extra labels would be dropped
+            for k in ("labels", "history_item_ids"):
+                if (k in f) != (k in keys):
+                    raise ValueError(f"row {row if k in keys else 0} has no {k!r} while other rows of the batch do: "
+                                     "every row needs the same keys")
         return dict(self.processor.pad({k: [list(f[k]) for f in features] for k in keys}, return_tensors="pt"))
 
 
@@ -241,6 +246,12 @@ class QueryStateCollator:
     def __call__(self, features: list[dict]) -> dict:
         # a 1-D row is one query (the validation set of `ilp_feature_datasets`): [hidden] -> [1, hidden]
         states = [torch.atleast_2d(torch.as_tensor(f["query_hidden_states"])) for f in features]
+        for row, (s, f) in enumerate(zip(states, features)):  # torch would broadcast one label or one feature
+            count = torch.as_tensor(f["labels"]).numel()
+            if count != s.shape[0]:
+                raise ValueError(f"row {row} has {count} label{'s' * (count != 1)} for {s.shape[0]} query states")
+            if s.shape[-1] != states[0].shape[-1]:
+                raise ValueError(f"query states of hidden size {s.shape[-1]} in row {row}, {states[0].shape[-1]} in row 0")
         width = max(s.shape[0] for s in states)
         batch = torch.zeros(len(states), width, states[0].shape[-1], dtype=states[0].dtype)
         mask = torch.zeros(len(states), width, dtype=torch.bool)
@@ -334,6 +345,11 @@ class LowerStateCollator:
     def __call__(self, features: list[dict]) -> dict:
         batch = dict(self.processor.pad({k: [list(f[k]) for f in features] for k in ("input_ids", "labels")}, return_tensors="pt"))
         states = [f["lower_hidden_states"] for f in features]
+        for row, (state, f) in enumerate(zip(states, features)):  # torch would zero-fill or broadcast silently
+            if state.shape[0] != len(f["input_ids"]):
+                raise ValueError(f"row {row} has lower_hidden_states for {state.shape[0]} tokens but {len(f['input_ids'])} input_ids")
+            if state.shape[-1] != states[0].shape[-1]:
+                raise ValueError(f"lower_hidden_states of hidden size {state.shape[-1]} in row {row}, {states[0].shape[-1]} in row 0")
         padded = torch.zeros(len(states), batch["input_ids"].shape[1], states[0].shape[-1], dtype=states[0].dtype)
         for i, state in enumerate(states):
             padded[i, : state.shape[0]] = state
