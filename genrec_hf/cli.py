@@ -282,9 +282,6 @@ def _training_config(args):
             raise ValueError(f"--backbone does not apply to --method {args.method}: it reads item ids, not text")
         if args.epochs is not None:
             common["epochs"] = args.epochs
-        if args.resume and args.windows == "random":
-            raise ValueError("--resume needs fixed --windows (all, last or N): random windows are drawn per read, and a "
-                             "resumed process would draw the first epoch's again")
         return ItemIDTrainingConfig(method=args.method, **common, **({"windows": args.windows} if args.windows else {}),
                                     resume=bool(args.resume))
     common["backbone"] = args.backbone
@@ -328,9 +325,6 @@ def _training_config(args):
     if args.method == "st2si":
         if args.tune_layers is not None and args.tune_mode != "top-k":
             raise ValueError("--tune-layers applies only with --tune-mode top-k")
-        if args.resume and args.windows in (None, "random"):
-            raise ValueError("--resume needs fixed --windows (last, all or N): random windows are drawn per read, and a "
-                             "resumed process would draw the first epoch's again")
         if args.tune_mode == "top-k" and args.windows in (None, "random") and not args.no_cache:
             raise ValueError("--tune-mode top-k computes the frozen layers once per window: give fixed --windows "
                              "(last, all or a number N), or --no-cache to recompute them every step")
@@ -479,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--output-dir", required=True)
     tr.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --output-dir")
     tr.add_argument("--resume", action="store_const", const=True, default=None,
-                    help="st2si (fixed --windows), sasrec, gru4rec: continue a killed run from the newest epoch checkpoint "
+                    help="st2si, sasrec, gru4rec: continue a killed run from the newest epoch checkpoint "
                          "in --output-dir/trainer_checkpoints (same flags as the first run)")
     tr.add_argument("--epochs", type=POSITIVE_FLOAT, default=None,
                     help="st2si, genrec, recsys_glm (finetuning), sasrec, gru4rec: epoch ceiling; default 50 (sasrec, gru4rec: "

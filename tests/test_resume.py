@@ -26,12 +26,16 @@ def train_cmd(dataset, output_dir, *extra):
             "--output-dir", str(output_dir), *extra]
 
 
-def test_a_killed_run_resumes_to_the_uninterrupted_result(dataset, tmp_path):
+@pytest.mark.parametrize("windows", ["all", "random"])
+def test_a_killed_run_resumes_to_the_uninterrupted_result(dataset, tmp_path, windows):
+    # random: a fresh window per user and epoch, drawn from (seed, row, epoch); the resumed process
+    # must draw the killed run's later epochs, not restart at the first epoch's draws
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    subprocess.run(train_cmd(dataset, whole, "--skip-test"), env=ENV, check=True, capture_output=True, timeout=900)
+    subprocess.run(train_cmd(dataset, whole, "--skip-test", "--windows", windows), env=ENV, check=True, capture_output=True,
+                   timeout=900)
 
-    proc = subprocess.Popen(train_cmd(dataset, killed, "--skip-test"), env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(train_cmd(dataset, killed, "--skip-test", "--windows", windows), env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     work = killed / "trainer_checkpoints"
     deadline = time.monotonic() + 600
     while not (work.is_dir() and any((work / n / "trainer_state.json").is_file() for n in os.listdir(work))):
@@ -42,8 +46,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(dataset, tmp_path):
     proc.wait()
     assert not (killed / "config.json").exists(), "the run finished before the kill: the test proves nothing"
 
-    resumed = subprocess.run(train_cmd(dataset, killed, "--skip-test", "--resume"), env=ENV, capture_output=True,
-                             text=True, timeout=900)
+    resumed = subprocess.run(train_cmd(dataset, killed, "--skip-test", "--windows", windows, "--resume"), env=ENV,
+                             capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stderr
     a, b = load_file(whole / "model.safetensors"), load_file(killed / "model.safetensors")
@@ -55,11 +59,9 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(dataset, tmp_path):
     assert info_a["best_checkpoint"] == info_b["best_checkpoint"] and len(info_a["validation_history"]) == 6
 
 
-def test_resume_is_refused_where_it_cannot_be_exact(dataset, tmp_path, capsys):
+def test_resume_is_refused_for_the_staged_recipes(dataset, tmp_path, capsys):
     from genrec_hf.cli import main
 
-    assert main(train_cmd(dataset, tmp_path / "x", "--resume", "--windows", "random")[3:]) == 2
-    assert "--resume needs fixed --windows" in capsys.readouterr().err
     assert main(["train", "--method", "genrec", "--resume", "--output-dir", str(tmp_path / "g")]) == 2
     assert capsys.readouterr().err.strip() == "error: --resume applies only to --method st2si or sasrec or gru4rec"
 

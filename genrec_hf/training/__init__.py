@@ -11,6 +11,7 @@ from .recsys_glm import (
 )
 from .ranking import SELECT_ON_VALIDATION, RankingMetrics, RecommenderEvalCallback, keep_labelled_logits, parse_selecting_on_validation
 from .st2si import (
+    EpochDrawsCallback,
     QueryStateCollator,
     RandomWindowRows,
     RandomWindowStates,
@@ -42,6 +43,7 @@ __all__ = [
     "SELECT_ON_VALIDATION",
     "genrec_datasets",
     "QueryStateCollator",
+    "EpochDrawsCallback",
     "RandomWindowRows",
     "RandomWindowStates",
     "SeqRecCollator",

@@ -24,8 +24,8 @@ from ..distributed import barrier, is_main_process
 from ..models.saving import INCOMPLETE_MARKER, public_name
 from ..processing import RECSYS_GLM_DEFAULTS, ST2SI_DEFAULTS, SeqRecProcessor
 from .ranking import SELECT_ON_VALIDATION, RankingMetrics, keep_labelled_logits
-from .st2si import (LowerStateCollator, QueryStateCollator, SeqRecCollator, check_windows, ilp_feature_datasets,
-                    lower_state_datasets, st2si_datasets)
+from .st2si import (EpochDrawsCallback, LowerStateCollator, QueryStateCollator, RandomWindowRows, SeqRecCollator, check_windows,
+                    ilp_feature_datasets, lower_state_datasets, st2si_datasets)
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,11 @@ def early_stopping(patience: int, args: TrainingArguments | None = None) -> list
             logger.warning("early stopping is off: it needs load_best_model_at_end and metric_for_best_model")
         return []
     return [EarlyStoppingCallback(early_stopping_patience=patience)] if patience else []
+
+
+def epoch_draws(train_dataset) -> list:
+    """Random training windows follow the Trainer's epoch (exact under --resume and torchrun)."""
+    return [EpochDrawsCallback(train_dataset)] if isinstance(train_dataset, RandomWindowRows) else []
 
 
 def _check_output_dir(output_dir: str, overwrite: bool) -> None:
@@ -216,7 +221,7 @@ def train_st2si(data, output_dir: str, cfg: ST2SITrainingConfig | None = None, o
         train_dataset=train_ds,
         eval_dataset=valid_ds,
         compute_metrics=RankingMetrics(),
-        callbacks=early_stopping(cfg.early_stopping_patience)
+        callbacks=early_stopping(cfg.early_stopping_patience) + epoch_draws(train_ds)
         + ([TimeBudgetCallback(cfg.max_train_minutes)] if cfg.max_train_minutes else []),
         **extra,
         **optimizers,
@@ -758,7 +763,7 @@ def train_item_id_model(data, output_dir: str, cfg: ItemIDTrainingConfig | None 
     trainer = Trainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds, data_collator=SeqRecCollator(processor),
         compute_metrics=RankingMetrics(), preprocess_logits_for_metrics=keep_labelled_logits,
-        callbacks=early_stopping(cfg.early_stopping_patience),
+        callbacks=early_stopping(cfg.early_stopping_patience) + epoch_draws(train_ds),
     )
     return _train_and_save(trainer, processor, output_dir, cfg.method, data, cfg, dataset_spec)
 
