@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
-from collections import Counter, defaultdict, deque
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from datasets import Dataset, DatasetDict, Features, Sequence, Value
 
 from .catalog import ItemCatalog
 from .sources import (
+    Column,
     RawInteractions,
     read_amazon,
     read_interaction_table,
@@ -22,6 +24,9 @@ from .sources import (
     read_recbole_atomic,
     recbole_ml100k_dir,
 )
+
+if TYPE_CHECKING:  # `datasets` is imported where Datasets are built: importing genrec_hf.data stays light
+    from datasets import DatasetDict
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +41,7 @@ def _natural_key(original_id: str):
 
 def _stats(sequences: dict[str, list]) -> dict:
     lengths = [len(s) for s in sequences.values()]
-    items = {i for s in sequences.values() for i in s}
+    items = set(itertools.chain.from_iterable(sequences.values()))
     n = sum(lengths)
     return {
         "users": len(sequences),
@@ -105,6 +110,8 @@ class SequenceData:
                 row["rating"].append(float(said[pos].get("rating", math.nan)))
                 row["review"].append(str(said[pos].get("review", "")))
                 row["summary"].append(str(said[pos].get("summary", "")))
+        from datasets import Dataset, DatasetDict, Features, Sequence, Value
+
         features = Features({"user": Value("string"), "item": Value("int64"), "history": Sequence(Value("int64")),
                              "rating": Value("float64"), "review": Value("string"), "summary": Value("string")})
         return DatasetDict({k: Dataset.from_dict({c: v.get(c, []) for c in features}, features=features)
@@ -131,69 +138,181 @@ class SequenceData:
         )
 
 
-def _sorted_sequences(raw: RawInteractions) -> dict[str, list[str]]:
-    """Per user, items by time; a stable sort, so ties keep file order (design.md §3)."""
-    users = np.asarray(raw.users, dtype=object)
-    times = np.asarray(raw.timestamps, dtype=np.float64)
-    user_codes, user_index = np.unique(users.astype(str), return_inverse=True)
-    # lexsort is stable: the last key is primary (user), then time; equal keys keep row order.
-    order = np.lexsort((times, user_index))
-    items = np.asarray(raw.items, dtype=object)[order]
-    grouped = user_index[order]
-    bounds = np.flatnonzero(np.diff(grouped)) + 1
-    sequences = {}
-    for chunk_items, chunk_users in zip(np.split(items, bounds), np.split(grouped, bounds)):
-        if len(chunk_items):
-            sequences[str(user_codes[chunk_users[0]])] = [str(i) for i in chunk_items]
-    return sequences
+def _codes(column) -> tuple[np.ndarray, list[str]]:
+    """A column of ids as (integer code of each row, the distinct ids as strings), codes in order
+    of first appearance. Tables (`Column`) come coded already; lists are coded here."""
+    import pandas as pd
+
+    if isinstance(column, Column) and column.labels is not None:
+        codes, labels = column.values, [str(label) for label in column.labels]
+    else:
+        codes, uniques = pd.factorize(np.asarray(column, dtype=object))
+        labels = [str(u) for u in uniques]
+    if len(set(labels)) < len(labels):  # distinct values written the same way are one id
+        merged, uniques = pd.factorize(np.asarray(labels, dtype=object))
+        codes, labels = merged[codes], list(uniques)
+    return np.asarray(codes), labels
 
 
-def _aligned_feedback(raw: RawInteractions, sequences: dict[str, list[str]]) -> dict[str, list[dict]] | None:
-    """Per user, the feedback of each interaction kept in `sequences`, in its order. The rows of a
-    (user, item) pair are consumed oldest first (the order `_sorted_sequences` gives them), so a
-    repeated item gets each of its own ratings and `deduplicate` keeps the first one's."""
-    if raw.feedback is None:
-        return None
-    times = np.asarray(raw.timestamps, dtype=np.float64)
-    users = np.asarray(raw.users, dtype=object).astype(str)
-    _, user_index = np.unique(users, return_inverse=True)
-    queues: dict[tuple[str, str], deque] = defaultdict(deque)
-    for row in np.lexsort((times, user_index)):
-        queues[(users[row], str(raw.items[row]))].append(raw.feedback[row])
-    return {user: [queues[(user, item)].popleft() for item in items] for user, items in sequences.items()}
+def _index_dtype(n: int):
+    """The integer type for codes and positions below n: int32 halves the arrays of big tables."""
+    return np.int32 if n < 2**31 else np.int64
 
 
-def _k_core(sequences: dict[str, list[str]], k: int) -> tuple[dict[str, list[str]], dict]:
-    """Iteratively drop users with fewer than max(k, 3) and items with fewer than k interactions."""
+def _natural_ranks(labels: list[str]) -> np.ndarray:
+    """The rank of each id in `_natural_key` order (the order of users and catalog ids)."""
+    order = sorted(range(len(labels)), key=lambda j: _natural_key(labels[j]))
+    ranks = np.empty(len(labels), dtype=_index_dtype(len(labels)))
+    ranks[order] = np.arange(len(labels))
+    return ranks
+
+
+def _time_order(user_ranks: np.ndarray, num_users: int, times: np.ndarray) -> np.ndarray:
+    """Row order by user, then time; a stable sort, so ties keep file order (design.md §3).
+
+    The same order as `np.lexsort((times, user_ranks))`, faster: a stable sort by user,
+    then a stable sort of one integer key (user, time rank) over rows already grouped by user,
+    which timsort merges in a few passes. NaN times come last, as with lexsort; -0.0 ties 0.0."""
+    if len(times) == 0:
+        return np.zeros(0, dtype=np.int64)
+    finite = np.isfinite(times)
+    low, high = (float(times[finite].min()), float(times[finite].max())) if finite.any() else (0.0, 0.0)
+    span = high - low + 1
+    if finite.all() and np.array_equal(times, np.floor(times)) and max(abs(low), abs(high), span) < 2**53 \
+            and span * num_users < 2**62:
+        time_keys, width = (times - low).astype(np.int64), int(span)  # whole numbers (seconds): no ranking needed
+    else:  # ranks of the distinct times; NaNs (equal to each other, as lexsort takes them) are one, the last
+        distinct, time_keys = np.unique(times, return_inverse=True, equal_nan=True)
+        time_keys, width = time_keys.reshape(-1).astype(np.int64), len(distinct)
+    by_user = np.argsort(user_ranks, kind="stable")
+    keys = time_keys[by_user]  # in place from here: the arrays are a table long
+    del time_keys
+    keys += user_ranks[by_user].astype(np.int64) * width
+    return by_user[np.argsort(keys, kind="stable")]
+
+
+def _k_core(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int, k: int) -> tuple[np.ndarray, dict]:
+    """Iteratively drop users with fewer than max(k, 3) and items with fewer than k interactions.
+
+    `users` / `items`: codes of the interactions. Every user code counts as a user to start with,
+    also one without interactions (all its items were dropped before): it is dropped and counted.
+    Returns the positions kept and the report."""
     user_min = max(k, MIN_SEQUENCE_LENGTH)
-    dropped_users: set[str] = set()
-    short_users = 0  # users dropped for having fewer than 3 interactions at the time
-    dropped_items: set[str] = set()
+    present = np.ones(num_users, dtype=bool)
+    kept = np.arange(len(users), dtype=_index_dtype(len(users)))
+    dropped_users = short_users = 0  # short: dropped for having fewer than 3 interactions at the time
+    dropped_items = np.zeros(num_items, dtype=bool)
     while True:
         changed = False
         if k > 0:
-            counts = Counter(i for s in sequences.values() for i in s)
-            rare = {i for i, c in counts.items() if c < k}
-            if rare:
+            counts = np.bincount(items, minlength=num_items)
+            rare = (counts > 0) & (counts < k)
+            if rare.any():
                 dropped_items |= rare
-                sequences = {u: [i for i in s if i not in rare] for u, s in sequences.items()}
+                keep = ~rare[items]
+                kept, users, items = kept[keep], users[keep], items[keep]
                 changed = True
-        small = [u for u, s in sequences.items() if len(s) < user_min]
-        if small:
-            short_users += sum(1 for u in small if len(sequences[u]) < MIN_SEQUENCE_LENGTH)
-            dropped_users.update(small)
-            sequences = {u: s for u, s in sequences.items() if len(s) >= user_min}
+        lengths = np.bincount(users, minlength=len(present))
+        small = present & (lengths < user_min)
+        if small.any():
+            short_users += int(np.count_nonzero(lengths[small] < MIN_SEQUENCE_LENGTH))
+            dropped_users += int(np.count_nonzero(small))
+            present &= ~small
+            keep = present[users]
+            kept, users, items = kept[keep], users[keep], items[keep]
             changed = True
         if not changed:
             break
-    remaining = {i for s in sequences.values() for i in s}
     report = {
         "k_core": k,
-        "dropped_users": len(dropped_users),
+        "dropped_users": dropped_users,
         "dropped_users_below_3": short_users,
-        "dropped_items": len(dropped_items - remaining),
+        "dropped_items": int(np.count_nonzero(dropped_items)),  # none of them is left
     }
-    return sequences, report
+    return kept, report
+
+
+_MAX_LIST_VALUES = 2**31 - 1  # values one arrow list array can hold (int32 offsets)
+_BLOCK_VALUES = 2**20  # values turned into Python objects at a time
+
+
+def _blocks(lengths: np.ndarray, size: int):
+    """Consecutive runs (one per user, of these lengths) in blocks of at most `size` values (or
+    one run), whole runs each: yields (first value, end value, the runs' ends in the block)."""
+    ends = np.cumsum(lengths)
+    first = 0
+    while first < len(lengths):
+        start = int(ends[first - 1]) if first else 0
+        last = max(int(np.searchsorted(ends, start + size, side="right")), first + 1)
+        yield start, int(ends[last - 1]), ends[first:last] - start
+        first = last
+
+
+def _run_lists(values: np.ndarray, lengths: np.ndarray, objects: list) -> list[list]:
+    """`[objects[v] for v in run]` for each run of `values` (the objects themselves, not copies:
+    ints or dicts), a block at a time, so only a block's flat list exists at once."""
+    pool = np.empty(len(objects), dtype=object)
+    pool[:] = objects
+    runs = []
+    for start, stop, ends in _blocks(lengths, _BLOCK_VALUES):
+        flat = pool[values[start:stop]].tolist()
+        runs.extend(flat[a:b] for a, b in zip(itertools.chain([0], ends[:-1].tolist()), ends.tolist()))
+    return runs
+
+
+def _list_array(values: np.ndarray, lengths: np.ndarray):
+    """A pyarrow list<int64> array of consecutive runs of `values` (one of each length), chunked
+    where the values would overflow int32 offsets."""
+    import pyarrow as pa
+
+    chunks = []
+    for start, stop, ends in _blocks(lengths, _MAX_LIST_VALUES):
+        offsets = pa.array(np.concatenate([[0], ends]).astype(np.int32), type=pa.int32())
+        chunks.append(pa.ListArray.from_arrays(offsets, pa.array(values[start:stop], type=pa.int64())))
+    return chunks[0] if len(chunks) == 1 else pa.chunked_array(chunks)
+
+
+def _splits(users: list[str], values: np.ndarray, lengths: np.ndarray) -> DatasetDict:
+    """The leave-one-out splits of sequences given as consecutive runs of catalog ids (`values`),
+    one run per user, built as arrow columns (train items and valid histories share theirs)."""
+    import pyarrow as pa
+    from datasets import Dataset, DatasetDict, Features, Sequence, Value
+
+    ends = np.cumsum(lengths)
+    last = np.zeros(len(values), dtype=bool)  # the last two items of each user
+    last[ends - 1] = last[ends - 2] = True
+    test_history = np.ones(len(values), dtype=bool)
+    test_history[ends - 1] = False
+    head = _list_array(values[~last], lengths - 2)  # all but the last two
+    user = pa.array(users, type=pa.string())
+    ids = Sequence(Value("int64"))
+    train = Dataset.from_dict({"user": user, "items": head}, features=Features({"user": Value("string"), "items": ids}))
+    split_features = Features({"user": Value("string"), "history": ids, "target": Value("int64")})
+    valid = Dataset.from_dict({"user": user, "history": head, "target": pa.array(values[ends - 2], type=pa.int64())},
+                              features=split_features)
+    test = Dataset.from_dict({"user": user, "history": _list_array(values[test_history], lengths - 1),
+                              "target": pa.array(values[ends - 1], type=pa.int64())}, features=split_features)
+    return DatasetDict(train=train, valid=valid, test=test)
+
+
+def _unknown_items_error(unknown: list[str]) -> ValueError:
+    return ValueError(
+        f"{len(unknown)} interacted item(s) are not in the item table, e.g. {unknown[:5]}; "
+        "pass missing_item_text='drop' to drop their interactions or 'keep' to use the id as text"
+    )
+
+
+def _interactions_in_order(raw: RawInteractions):
+    """The interactions as integer codes in sequence order: users in their final (natural) order,
+    each user's by time, ties in file order. Returns (user ids by code, item ids by code, user
+    code and item code of each interaction, the row of each interaction in `raw`)."""
+    user_codes, user_labels = _codes(raw.users)
+    item_codes, item_labels = _codes(raw.items)
+    user_ranks = _natural_ranks(user_labels)  # users coded by rank: sorting by user sorts them as they end up
+    user_labels = [user_labels[j] for j in np.argsort(user_ranks)]
+    user_codes = user_ranks[user_codes]
+    order = _time_order(user_codes, len(user_labels), np.asarray(raw.timestamps, dtype=np.float64))
+    return user_labels, item_labels, user_codes[order], item_codes[order], order
 
 
 def _resolve_source(source: str | os.PathLike, format: str | None, item_file, columns: dict) -> tuple[str, RawInteractions]:
@@ -281,30 +400,38 @@ def load_sequences(
         k_core = DEFAULT_K_CORE.get(name, 5)
     if len(raw) == 0:
         raise ValueError(f"{raw.source}: no interactions")
-    sequences = _sorted_sequences(raw)
-    raw_stats = _stats(sequences)
+    # Everything below works on integer codes in numpy arrays, one entry per interaction; Python
+    # objects are made per user (the sequences) and per distinct id only.
+    user_labels, item_labels, users_of, items_of, order = _interactions_in_order(raw)
+    said, item_table, user_table = raw.feedback, raw.item_table, raw.user_table
+    del raw  # its columns, a table long each, are coded now
+    n = len(order)
+    raw_stats = {"users": len(user_labels), "items": len(item_labels), "interactions": n,
+                 "avg_length": round(n / len(user_labels), 4)}
     report: dict = {}
+    kept = np.arange(n, dtype=_index_dtype(n))  # positions (in sequence order) still in
 
-    if deduplicate:
-        before = sum(len(s) for s in sequences.values())
-        sequences = {u: list(dict.fromkeys(s)) for u, s in sequences.items()}
-        report["duplicates_dropped"] = before - sum(len(s) for s in sequences.values())
+    if deduplicate:  # the first interaction of each (user, item) pair
+        import pandas as pd
 
-    if raw.item_table is not None:
-        unknown = sorted({i for s in sequences.values() for i in s} - raw.item_table.keys(), key=_natural_key)
+        first = ~pd.Series(users_of * len(item_labels) + items_of).duplicated(keep="first").to_numpy()
+        kept = kept[first]
+        report["duplicates_dropped"] = n - len(kept)
+
+    if item_table is not None:
+        seen = np.bincount(items_of[kept], minlength=len(item_labels)) > 0
+        absent = np.array([label not in item_table for label in item_labels], dtype=bool) & seen
+        unknown = sorted((item_labels[j] for j in np.flatnonzero(absent)), key=_natural_key)
         if unknown:
             if missing_item_text == "error":
-                raise ValueError(
-                    f"{len(unknown)} interacted item(s) are not in the item table, e.g. {unknown[:5]}; "
-                    "pass missing_item_text='drop' to drop their interactions or 'keep' to use the id as text"
-                )
+                raise _unknown_items_error(unknown)
             if missing_item_text == "drop":
-                missing = set(unknown)
-                sequences = {u: [i for i in s if i not in missing] for u, s in sequences.items()}
+                kept = kept[~absent[items_of[kept]]]
                 report["items_without_text_dropped"] = len(unknown)
                 logger.warning("dropped %d items that the item table lacks", len(unknown))
 
-    sequences, core_report = _k_core(sequences, k_core)
+    in_core, core_report = _k_core(users_of[kept], items_of[kept], len(user_labels), len(item_labels), k_core)
+    kept = kept[in_core]
     report.update(core_report)
     if core_report["dropped_users"]:
         logger.warning(
@@ -313,37 +440,36 @@ def load_sequences(
             name, k_core, core_report["dropped_users"], core_report["dropped_users_below_3"],
             MIN_SEQUENCE_LENGTH, core_report["dropped_items"],
         )
-    if not sequences:
+    if len(kept) == 0:
         raise ValueError(f"{name}: no user is left after filtering (k_core={k_core})")
 
-    feedback = _aligned_feedback(raw, sequences)
-    item_ids = sorted({i for s in sequences.values() for i in s}, key=_natural_key)
-    table = raw.item_table or {}
-    catalog = ItemCatalog(item_ids, [table.get(i, {}) for i in item_ids], template)
-    users = sorted(sequences, key=_natural_key)
-    encoded = {u: catalog.ids_of(sequences[u]) for u in users}
+    users_of, items_of = users_of[kept], items_of[kept]
+    rows = order[kept] if said is not None else None  # each kept interaction's row in the source
+    del order, kept
+    lengths = np.bincount(users_of, minlength=len(user_labels))
+    users = [user_labels[j] for j in np.flatnonzero(lengths)]  # natural order
+    lengths = lengths[lengths > 0]
+    in_catalog = np.flatnonzero(np.bincount(items_of, minlength=len(item_labels)))
+    item_ids = sorted((item_labels[j] for j in in_catalog), key=_natural_key)
+    catalog = ItemCatalog(item_ids, [(item_table or {}).get(i, {}) for i in item_ids], template)
+    catalog_id = np.full(len(item_labels), -1, dtype=np.int64)
+    catalog_id[in_catalog] = [catalog.id_of(item_labels[j]) for j in in_catalog]
+    values = catalog_id[items_of]
+    del items_of, users_of
 
-    ids = Sequence(Value("int64"))
-    train = Dataset.from_dict(
-        {"user": users, "items": [encoded[u][:-2] for u in users]},
-        features=Features({"user": Value("string"), "items": ids}),
-    )
-    split_features = Features({"user": Value("string"), "history": ids, "target": Value("int64")})
-    valid = Dataset.from_dict(
-        {"user": users, "history": [encoded[u][:-2] for u in users], "target": [encoded[u][-2] for u in users]},
-        features=split_features,
-    )
-    test = Dataset.from_dict(
-        {"user": users, "history": [encoded[u][:-1] for u in users], "target": [encoded[u][-1] for u in users]},
-        features=split_features,
-    )
+    # one int object per catalog id, shared by every sequence
+    encoded = dict(zip(users, _run_lists(values, lengths, list(range(len(catalog))))))
+    feedback = None
+    if said is not None:  # each kept interaction's own feedback (a repeated item: its own rating)
+        feedback = dict(zip(users, _run_lists(rows, lengths, said)))
+    splits = _splits(users, values, lengths)
     return SequenceData(
         name=name,
         catalog=catalog,
         sequences=encoded,
-        splits=DatasetDict(train=train, valid=valid, test=test),
+        splits=splits,
         raw_stats=raw_stats,
         filter_report=report,
-        feedback={u: feedback[u] for u in users} if feedback is not None else None,
-        user_features={u: dict(raw.user_table.get(u, {})) for u in users} if raw.user_table is not None else None,
+        feedback=feedback,
+        user_features={u: dict(user_table.get(u, {})) for u in users} if user_table is not None else None,
     )

@@ -10,19 +10,66 @@ import io
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 
 class DataFormatError(ValueError):
     """A source file that cannot be parsed; the message names the file and line."""
 
 
+class Column(Sequence):
+    """One column of a table kept as a numpy array, which reads like the list it stands for
+    (indexing, slicing, iteration, `==` with a list or tuple). Ids are `values`, integer codes
+    into `labels`, the distinct ids (strings): a table of 10M rows then holds 10M small integers
+    and one string per distinct id rather than 10M Python strings. Without labels the values
+    are the column itself (timestamps)."""
+
+    __slots__ = ("values", "labels")
+    __hash__ = None  # a mutable sequence, like the list it stands for
+
+    def __init__(self, values, labels: list[str] | None = None):
+        self.values = np.asarray(values)
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def tolist(self) -> list:
+        values = self.values.tolist()
+        return values if self.labels is None else [self.labels[v] for v in values]
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Column(self.values[index], self.labels).tolist()
+        value = self.values[index].item()
+        return value if self.labels is None else self.labels[value]
+
+    def __iter__(self):
+        return iter(self.tolist())
+
+    def __array__(self, dtype=None, copy=None):
+        values = self.values if self.labels is None else np.array(self.tolist(), dtype=object)
+        return values if dtype is None else values.astype(dtype, copy=False)
+
+    def __eq__(self, other):
+        if isinstance(other, (Column, list, tuple)):
+            return self.tolist() == list(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"Column({self.tolist()!r})" if len(self) <= 10 else f"Column(<{len(self)} values>)"
+
+
 @dataclass
 class RawInteractions:
-    users: list[str]
-    items: list[str]
-    timestamps: list[float]  # ties and missing times keep file order (stable sort)
+    # lists, or `Column`s for tables (`read_interaction_table`); each reads as a list either way
+    users: Sequence[str]
+    items: Sequence[str]
+    timestamps: Sequence[float]  # ties and missing times keep file order (stable sort)
     item_table: dict[str, dict] | None = None  # original item id -> attribute fields
     source: str = ""
     notes: list[str] = field(default_factory=list)
@@ -443,13 +490,68 @@ def read_item_table(path: str | os.PathLike, item_column: str = "item") -> dict[
     return table
 
 
-def _time_column(column, path: Path, name: str) -> list[float]:
-    """Numbers as they are; otherwise dates/datetimes as seconds since the epoch."""
+def _empty_rows(column) -> np.ndarray:
+    """Where a column has no value: None, NaN, "" (a CSV keeps "nan" / "None" as the ids they are)."""
     import pandas as pd
 
+    empty = column.isna().to_numpy(dtype=bool)
+    if pd.api.types.is_object_dtype(column.dtype) or pd.api.types.is_string_dtype(column.dtype):
+        empty = empty | (column == "").to_numpy(dtype=bool, na_value=False)
+    return empty
+
+
+def _id_column(column, path: Path, name: str) -> Column:
+    """`_id_strings` of a whole column at once, as codes into the distinct ids. Strings, integers
+    and integral floats are converted vectorised (the distinct values only); any other column
+    (JSON lines: Python objects, perhaps mixed) goes through `_id_strings` value by value."""
+    import pandas as pd
+
+    dtype = column.dtype
+    if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
+        codes, uniques = pd.factorize(column)  # a CSV: strings only (no empty value is left)
+        labels = [str(v) for v in uniques]
+    elif pd.api.types.is_integer_dtype(dtype) or pd.api.types.is_float_dtype(dtype):
+        if pd.api.types.is_float_dtype(dtype):
+            values = column.to_numpy(dtype=np.float64)
+            fractional = ~np.isfinite(values) | (values != np.floor(values))
+            if fractional.any():
+                row = int(fractional.argmax())
+                raise DataFormatError(
+                    f"{path}, row {row + 2}: {name!r} value {float(values[row])!r} is not an id (a fractional number)"
+                )
+        codes, uniques = pd.factorize(column)
+        labels = _id_strings(uniques.tolist(), path, name)  # distinct numbers: distinct strings
+    else:
+        codes, uniques = pd.factorize(np.asarray(_id_strings(column.tolist(), path, name), dtype=object))
+        labels = list(uniques)
+    if len(set(labels)) < len(labels):  # two values written the same way (-0.0 and 0.0): one id
+        merged, labels = pd.factorize(np.asarray(labels, dtype=object))
+        codes, labels = merged[codes], list(labels)
+    dtype = np.int32 if len(labels) < 2**31 else np.int64
+    return Column(np.asarray(codes, dtype=dtype), labels)
+
+
+# digits only (15 at most: exact as floats however they are parsed), the usual Unix times
+_INTEGER_TEXT = r"^-?[0-9]{1,15}$"
+
+
+def _time_column(column, path: Path, name: str) -> np.ndarray:
+    """Numbers as they are; otherwise dates/datetimes as seconds since the epoch (float64)."""
+    import pandas as pd
+
+    if pd.api.types.is_string_dtype(column.dtype) and not pd.api.types.is_object_dtype(column.dtype):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        text = pa.array(column.array)  # pandas' arrow strings
+        if len(text) and pc.all(pc.match_substring_regex(text, _INTEGER_TEXT), skip_nulls=False).as_py():
+            try:  # what pd.to_numeric gives, faster
+                return pc.cast(text, pa.int64()).to_numpy().astype(np.float64)
+            except pa.ArrowInvalid:
+                pass
     numeric = pd.to_numeric(column, errors="coerce")
     if not numeric.isna().any():
-        return numeric.astype(float).tolist()
+        return numeric.to_numpy(dtype=np.float64)
     parsed = pd.to_datetime(column, errors="coerce", utc=True, format="mixed")
     neither = (numeric.isna() & parsed.isna()).to_numpy()
     if neither.any():
@@ -462,7 +564,15 @@ def _time_column(column, path: Path, name: str) -> list[float]:
         raise DataFormatError(
             f"{path}, row {row + 2}: {name!r} mixes numbers ({column.iloc[row]!r}) and dates; use one kind"
         )
-    return ((parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).astype(float).tolist()
+    return ((parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64)
+
+
+def _release_arrow_memory() -> None:
+    """Hand the memory of a table that is read and dropped back to the system: arrow's allocator
+    keeps it otherwise (a 10M-row CSV: about 0.5 GB, of no use to the numpy arrays that follow)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
 
 
 def read_interaction_table(
@@ -472,7 +582,9 @@ def read_interaction_table(
     item_column: str = "item",
     time_column: str | None = "timestamp",
 ) -> RawInteractions:
-    """A generic interactions table (CSV/TSV/parquet/JSONL) with user, item and timestamp columns."""
+    """A generic interactions table (CSV/TSV/parquet/JSONL) with user, item and timestamp columns.
+    Users, items and times come back as `Column`s (numpy arrays that read as lists), so a table
+    of millions of rows costs a few bytes a row."""
     path = _require_file(path, "interaction table")
     frame = _read_frame(path)
     wanted = [c for c in (user_column, item_column, time_column) if c]
@@ -480,23 +592,25 @@ def read_interaction_table(
     if missing:
         raise DataFormatError(f"{path}: missing column(s) {missing} (columns: {list(frame.columns)})")
     for name in (user_column, item_column):
-        for row_no, v in enumerate(frame[name].tolist(), start=2):
-            if v is None or v == "" or v != v:  # v != v: NaN (a CSV keeps "nan" / "None" as the ids they are)
-                raise DataFormatError(f"{path}, row {row_no}: empty {name!r}")
-    users = _id_strings(frame[user_column].tolist(), path, user_column)
-    items = _id_strings(frame[item_column].tolist(), path, item_column)
+        empty = _empty_rows(frame[name])
+        if empty.any():
+            raise DataFormatError(f"{path}, row {int(empty.argmax()) + 2}: empty {name!r}")
+    users = _id_column(frame[user_column], path, user_column)
+    items = _id_column(frame[item_column], path, item_column)
     if time_column:
-        times = _time_column(frame[time_column], path, time_column)
+        times = Column(_time_column(frame[time_column], path, time_column))
     else:
-        times = [0.0] * len(users)
+        times = Column(np.zeros(len(frame), dtype=np.float64))
     feedback = None
     said = [c for c in ("rating", "review", "summary") if c in frame.columns]  # optional, by these names
     if said:
-        feedback = [{} for _ in users]
+        feedback = [{} for _ in range(len(frame))]
         for column in said:
             for row_no, (row, value) in enumerate(zip(feedback, frame[column].tolist()), start=2):
                 if value is None or value == "" or value != value:  # value != value: NaN
                     continue
                 row[column] = _number(str(value), path, row_no, "rating") if column == "rating" else str(value)
+    del frame
+    _release_arrow_memory()
     table = read_item_table(item_file, item_column) if item_file is not None else None
     return RawInteractions(users, items, times, table, source=str(path), feedback=feedback)
