@@ -59,13 +59,18 @@ def assert_same_run(one, two, tolerance=1e-6):
     assert info_a["test"]["users"] == 64
 
 
-@pytest.mark.parametrize("tune_mode,launcher", [("ilp", "accelerate"), ("full", "torchrun")])
-def test_st2si_two_processes_reach_the_single_process_weights(dataset, tmp_path, tune_mode, launcher):
-    # ilp: cached query states through the ILP alone; full: the text through the whole backbone.
-    # 360 training rows (2 windows per user + ID alignment): a global batch of 24 divides them
-    flags = ["--method", "st2si", "--backbone", "tiny", "--windows", "2", "--tune-mode", tune_mode, "--epochs", "2"]
-    train([sys.executable], dataset, tmp_path / "one", *flags, "--batch-size", "24")
-    two = train(TORCHRUN if launcher == "torchrun" else ACCELERATE, dataset, tmp_path / "two", *flags, "--batch-size", "12")
+@pytest.mark.parametrize("tune_mode,windows,batch_size,launcher", [
+    ("ilp", "2", 24, "accelerate"),  # 360 rows (2 windows per user + ID alignment): 24 divides them
+    ("full", "2", 24, "torchrun"),
+    ("ilp", "random", 8, "torchrun"),  # one window per user and epoch, drawn by (seed, row, epoch): 104 rows
+])
+def test_st2si_two_processes_reach_the_single_process_weights(dataset, tmp_path, tune_mode, windows, batch_size, launcher):
+    # ilp: query states through the ILP alone (cached per window, or computed per drawn window);
+    # full: the text through the whole backbone
+    flags = ["--method", "st2si", "--backbone", "tiny", "--windows", windows, "--tune-mode", tune_mode, "--epochs", "2"]
+    train([sys.executable], dataset, tmp_path / "one", *flags, "--batch-size", str(batch_size))
+    two = train(TORCHRUN if launcher == "torchrun" else ACCELERATE, dataset, tmp_path / "two", *flags,
+                "--batch-size", str(batch_size // 2))
     assert_same_run(tmp_path / "one", tmp_path / "two")
     assert two.stdout.count("checkpoint saved to") == 1  # one rank reports and writes
 
