@@ -54,7 +54,7 @@ METHOD_FLAGS = {
     "--keep-lora": ("keep_lora", ("recsys_glm",)), "--tasks": ("tasks", ("recsys_glm",)),
     "--user-features": ("user_features", ("recsys_glm",)), "--tune-layers": ("tune_layers", ("st2si",)),
     "--max-train-minutes": ("max_train_minutes", ("st2si",)),
-    "--resume": ("resume", ("st2si", "sasrec", "gru4rec")),
+    "--resume": ("resume", ("st2si", "genrec", "sasrec", "gru4rec")),
 }
 GENERATIVE = ("genrec", "lancer", "recsys_glm")
 ITEM_ID_MODELS = ("sasrec", "gru4rec")  # no text, no backbone
@@ -342,7 +342,7 @@ def _training_config(args):
         extra["pretrain_epochs"] = args.pretrain_epochs
     if args.finetune_targets is not None:
         extra["finetune_targets"] = args.finetune_targets
-    return GenRecTrainingConfig(**common, **extra)
+    return GenRecTrainingConfig(**common, **extra, resume=bool(args.resume))
 
 
 def cmd_train(args) -> int:
@@ -473,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--output-dir", required=True)
     tr.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --output-dir")
     tr.add_argument("--resume", action="store_const", const=True, default=None,
-                    help="st2si, sasrec, gru4rec: continue a killed run from the newest epoch checkpoint "
+                    help="st2si, genrec, sasrec, gru4rec: continue a killed run from the newest epoch checkpoint "
                          "in --output-dir/trainer_checkpoints (same flags as the first run)")
     tr.add_argument("--epochs", type=POSITIVE_FLOAT, default=None,
                     help="st2si, genrec, recsys_glm (finetuning), sasrec, gru4rec: epoch ceiling; default 50 (sasrec, gru4rec: "

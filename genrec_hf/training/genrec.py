@@ -7,7 +7,10 @@ the collator tokenizes them, so pretraining draws a new masked position every ep
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
+from collections import Counter
 
 from datasets import Dataset
 
@@ -16,7 +19,36 @@ from ..processing import SeqRecProcessor
 STAGES = ("pretrain", "finetune")
 
 
-class GenRecCollator:
+class RowDraws:
+    """Random draws of a collator keyed by (seed, epoch, row content), not by a stream.
+
+    A stream's draws depend on which rows came before, so a run resumed from a checkpoint, or one
+    of several data-parallel ranks, would draw differently from one uninterrupted process. Keyed
+    draws do not: `row_rng(row)` is seeded by the seed, the epoch and a digest of the row. The
+    epoch comes from `set_epoch` (`EpochDrawsCallback` calls it as each of the Trainer's epochs
+    begins); until then the k-th sight of a row stands for epoch k (each epoch shows every row once).
+    """
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self.epoch: int | None = None
+        self.sightings: Counter = Counter()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def row_rng(self, row: dict) -> random.Random:
+        text = json.dumps({k: v.tolist() if hasattr(v, "tolist") else v for k, v in row.items()}, sort_keys=True, default=str)
+        key = hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+        if self.epoch is None:
+            epoch = self.sightings[key]
+            self.sightings[key] += 1
+        else:
+            epoch = self.epoch
+        return random.Random(f"{self.seed}:{epoch}:{key}")
+
+
+class GenRecCollator(RowDraws):
     """Pads GenRec rows for one stage.
 
     pretrain: one random item of the training sequence becomes [MASK] and the target. The
@@ -46,11 +78,11 @@ class GenRecCollator:
             raise ValueError(f"finetune_targets must be 'last' or 'random', got {finetune_targets!r}")
         if not 0.0 <= unknown_user_prob <= 1.0:
             raise ValueError(f"unknown_user_prob must be in [0, 1], got {unknown_user_prob}")
+        super().__init__(seed)
         self.processor = processor
         self.stage = stage
         self.finetune_targets = finetune_targets
         self.unknown_user_prob = unknown_user_prob
-        self.rng = random.Random(seed)
 
     def encode_row(self, row: dict) -> dict:
         p, user = self.processor, row.get("user")
@@ -59,12 +91,13 @@ class GenRecCollator:
         items = list(row["items"])
         if len(items) < 2 and self.stage == "finetune":
             raise ValueError(f"user {user!r}: finetuning needs at least two training items")
-        if self.unknown_user_prob and self.rng.random() < self.unknown_user_prob:
+        rng = self.row_rng(row)
+        if self.unknown_user_prob and rng.random() < self.unknown_user_prob:
             user = None
         if self.stage == "pretrain":
             window = p.window(items)
-            return p.encode(items, user=user, mask_position=self.rng.randrange(len(window)))
-        cut = len(items) - 1 if self.finetune_targets == "last" else self.rng.randrange(1, len(items))
+            return p.encode(items, user=user, mask_position=rng.randrange(len(window)))
+        cut = len(items) - 1 if self.finetune_targets == "last" else rng.randrange(1, len(items))
         return p.encode(items[:cut], items[cut], user=user)
 
     def __call__(self, features: list[dict]) -> dict:

@@ -23,6 +23,7 @@ from ..cards import write_model_card
 from ..distributed import barrier, is_main_process
 from ..models.saving import INCOMPLETE_MARKER, public_name
 from ..processing import RECSYS_GLM_DEFAULTS, ST2SI_DEFAULTS, SeqRecProcessor
+from .genrec import RowDraws
 from .ranking import SELECT_ON_VALIDATION, RankingMetrics, keep_labelled_logits
 from .st2si import (EpochDrawsCallback, LowerStateCollator, QueryStateCollator, RandomWindowRows, SeqRecCollator, check_windows,
                     ilp_feature_datasets, lower_state_datasets, st2si_datasets)
@@ -50,7 +51,7 @@ class ST2SITrainingConfig:
     epochs: float = 50.0  # a ceiling: early stopping ends the run (paper: patience 5 on validation)
     early_stopping_patience: int = 5  # validations without improvement before stopping; 0 = off
     max_train_minutes: float | None = None  # stop after the first validation past this wall time (a leased GPU)
-    resume: bool = False  # continue from the newest Trainer checkpoint in output_dir (fixed windows only)
+    resume: bool = False  # continue from the newest Trainer checkpoint in output_dir (after a kill)
     max_steps: int = -1
     learning_rate: float | None = None  # paper: 5e-5 full, 3e-4 ILP
     weight_decay: float = 0.0
@@ -100,9 +101,10 @@ def early_stopping(patience: int, args: TrainingArguments | None = None) -> list
     return [EarlyStoppingCallback(early_stopping_patience=patience)] if patience else []
 
 
-def epoch_draws(train_dataset) -> list:
-    """Random training windows follow the Trainer's epoch (exact under --resume and torchrun)."""
-    return [EpochDrawsCallback(train_dataset)] if isinstance(train_dataset, RandomWindowRows) else []
+def epoch_draws(drawer) -> list:
+    """Random windows (a RandomWindowRows dataset) and collator draws (RowDraws) follow the
+    Trainer's epoch: exact under --resume and torchrun."""
+    return [EpochDrawsCallback(drawer)] if isinstance(drawer, (RandomWindowRows, RowDraws)) else []
 
 
 def _check_output_dir(output_dir: str, overwrite: bool) -> None:
@@ -123,14 +125,20 @@ def _warmup(ratio: float) -> dict:
 
 def _training_arguments(
     work_dir: str, *, batch_size: int, eval_batch_size: int, learning_rate: float, epochs: float, max_steps: int,
-    seed: int, progress: bool, select_on_validation: bool = True, eval_every_steps: int | None = None, **extra,
+    seed: int, progress: bool, select_on_validation: bool = True, eval_every_steps: int | None = None,
+    save_for_resume: bool = False, **extra,
 ) -> TrainingArguments:
     """Shared Trainer settings: evaluate and save every epoch (or at max_steps, or every
-    `eval_every_steps`), keep the best checkpoint by validation NDCG@10, never look at test."""
+    `eval_every_steps`), keep the best checkpoint by validation NDCG@10, never look at test.
+    Without validation (a pretraining stage), `save_for_resume` still saves the newest checkpoint
+    on that schedule, for --resume."""
     by_steps = max_steps > 0 or eval_every_steps is not None
     if eval_every_steps is None and max_steps > 0:
         eval_every_steps = max_steps
-    strategy = ("steps" if by_steps else "epoch") if select_on_validation else "no"
+    schedule = "steps" if by_steps else "epoch"
+    strategy = schedule if select_on_validation else "no"
+    if save_for_resume and not select_on_validation:
+        extra.update(save_strategy=schedule, save_steps=eval_every_steps if by_steps else None)
     return TrainingArguments(
         output_dir=work_dir,
         per_device_train_batch_size=batch_size,
@@ -139,9 +147,8 @@ def _training_arguments(
         num_train_epochs=epochs,
         max_steps=max_steps,
         eval_strategy=strategy,
-        save_strategy=strategy,
         eval_steps=eval_every_steps if by_steps and select_on_validation else None,
-        save_steps=eval_every_steps if by_steps and select_on_validation else None,
+        **{"save_strategy": strategy, "save_steps": eval_every_steps if by_steps and select_on_validation else None, **extra},
         load_best_model_at_end=select_on_validation,
         metric_for_best_model=SELECT_ON_VALIDATION["metric_for_best_model"] if select_on_validation else None,
         greater_is_better=True if select_on_validation else None,
@@ -151,7 +158,6 @@ def _training_arguments(
         seed=seed,
         disable_tqdm=not progress,
         use_cpu=not torch.cuda.is_available(),
-        **extra,
     )
 
 
@@ -254,6 +260,7 @@ class GenRecTrainingConfig:
     unknown_user_prob: float = 0.1  # training rows shown as the unknown user (0 = the paper); trains that row
     beam_size: int = 20
     eval_every: float = 1.0  # finetuning epochs between validations (beam search over all users is slow on CPU)
+    resume: bool = False  # continue the newest stage with a checkpoint in output_dir (after a kill)
     seed: int = 42
     limit_users: int | None = None
     progress: bool = True
@@ -295,13 +302,20 @@ def train_genrec(data, output_dir: str, cfg: GenRecTrainingConfig | None = None,
         seed=cfg.seed, progress=cfg.progress, weight_decay=cfg.weight_decay,
         remove_unused_columns=False,  # rows are raw sequences; the collator tokenizes them
     )
-    if cfg.pretrain_epochs > 0 or cfg.pretrain_max_steps > 0:
+    # --resume: the newest stage with a complete checkpoint continues; a finetuning checkpoint holds
+    # the pretrained weights, so pretraining is then skipped
+    finetune_resumes = cfg.resume and _last_complete_checkpoint(work_dir) is not None
+    if (cfg.pretrain_epochs > 0 or cfg.pretrain_max_steps > 0) and not finetune_resumes:
         train_ds, _ = genrec_datasets(data, "pretrain", cfg.limit_users)
         args = _training_arguments(work_dir + "-pretrain", epochs=cfg.pretrain_epochs, max_steps=cfg.pretrain_max_steps,
-                                   select_on_validation=False, **common, **_warmup(cfg.warmup_ratio))  # fixed length: linear
-        Trainer(model=model, args=args, train_dataset=train_ds,
-                data_collator=GenRecCollator(processor, "pretrain", seed=cfg.seed, unknown_user_prob=cfg.unknown_user_prob)).train()
-        shutil.rmtree(work_dir + "-pretrain", ignore_errors=True)
+                                   select_on_validation=False, save_for_resume=True, **common,
+                                   **_warmup(cfg.warmup_ratio))  # fixed length: linear
+        collator = GenRecCollator(processor, "pretrain", seed=cfg.seed, unknown_user_prob=cfg.unknown_user_prob)
+        pretrainer = Trainer(model=model, args=args, train_dataset=train_ds, data_collator=collator,
+                             callbacks=epoch_draws(collator))
+        pretrainer.train(resume_from_checkpoint=_resume_checkpoint(pretrainer, cfg))
+        if is_main_process():
+            shutil.rmtree(work_dir + "-pretrain", ignore_errors=True)
     train_ds, valid_ds = genrec_datasets(data, "finetune", cfg.limit_users)
     every = None
     if cfg.max_steps <= 0 and cfg.eval_every != 1.0:
@@ -311,12 +325,12 @@ def train_genrec(data, output_dir: str, cfg: GenRecTrainingConfig | None = None,
     args = _training_arguments(work_dir, epochs=cfg.epochs, max_steps=cfg.max_steps, eval_every_steps=every, **common,
                                lr_scheduler_type="constant_with_warmup",
                                warmup_steps=round(cfg.warmup_ratio * cfg.schedule_epochs * steps_per_epoch))
+    collator = GenRecCollator(processor, "finetune", finetune_targets=cfg.finetune_targets, seed=cfg.seed,
+                              unknown_user_prob=cfg.unknown_user_prob)
     trainer = Trainer(
-        model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds,
-        data_collator=GenRecCollator(processor, "finetune", finetune_targets=cfg.finetune_targets, seed=cfg.seed,
-                                     unknown_user_prob=cfg.unknown_user_prob),
+        model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds, data_collator=collator,
         callbacks=[RecommenderEvalCallback(processor, valid_ds, batch_size=cfg.eval_batch_size, top_k=cfg.beam_size),
-                   *early_stopping(cfg.early_stopping_patience)],
+                   *early_stopping(cfg.early_stopping_patience), *epoch_draws(collator)],
     )
     return _train_and_save(trainer, processor, output_dir, "genrec", data, cfg, dataset_spec)
 
