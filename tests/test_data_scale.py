@@ -351,3 +351,18 @@ def test_importing_the_data_package_does_not_import_datasets():
     code = "import sys, genrec_hf.data; print('datasets' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_deduplication_keys_do_not_wrap_past_two_billion_pairs(tmp_path):
+    """65,537 users x 65,536 items: more (user, item) pairs than int32 holds. Codes are int32, and a
+    pair key built in int32 wrapped, merging the last user's pairs with user 0's (3 interactions
+    silently dropped as duplicates, the user lost)."""
+    users, items = 65_537, 65_536
+    path = tmp_path / "pairs.csv"
+    rows = ["user,item,timestamp"]
+    for u in range(users):
+        rows += [f"{u},{(3 * u + k) % items},{k}" for k in range(3)]  # user 65,536 has user 0's items
+    path.write_text("\n".join(rows) + "\n")
+    data = load_sequences(str(path), format="csv", k_core=0, deduplicate=True)
+    assert data.filter_report["duplicates_dropped"] == 0
+    assert data.stats()["users"] == users and data.stats()["interactions"] == 3 * users

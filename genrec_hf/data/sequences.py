@@ -414,7 +414,9 @@ def load_sequences(
     if deduplicate:  # the first interaction of each (user, item) pair
         import pandas as pd
 
-        first = ~pd.Series(users_of * len(item_labels) + items_of).duplicated(keep="first").to_numpy()
+        # one int64 key per (user, item) pair: int32 codes would wrap past 2**31 pairs and merge pairs
+        pairs = users_of.astype(np.int64) * len(item_labels) + items_of.astype(np.int64)
+        first = ~pd.Series(pairs).duplicated(keep="first").to_numpy()
         kept = kept[first]
         report["duplicates_dropped"] = n - len(kept)
 
