@@ -34,6 +34,7 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from genrec_hf import LancerForSeqRec, SeqRecPipeline, SeqRecProcessor, load_sequences
 from genrec_hf.backbones import load_causal_lm
+from genrec_hf.distributed import is_main_process
 from genrec_hf.evaluation import evaluate_recommender
 from genrec_hf.processing import LANCER_DEFAULTS
 from genrec_hf.training import (
@@ -163,7 +164,8 @@ def main():
         selection = selection_record(trainer)  # before the re-evaluation below adds to the log
         valid = trainer.evaluate()
         print("validation:", valid)
-        shutil.rmtree(args.output_dir, ignore_errors=True)  # the best model is in memory
+        if trainer.is_world_process_zero():  # under torchrun: one rank removes the work folder
+            shutil.rmtree(args.output_dir, ignore_errors=True)  # the best model is in memory
         return trainer.model, selection, valid
 
     def save(model, selection, valid, stages):
@@ -205,12 +207,13 @@ def main():
         else:  # stage 2 did not beat stage 1 on validation: the stage-1 checkpoint stays
             stages["kept"] = "stage1"
             model = LancerForSeqRec.from_pretrained(out).to(model.device)
-            info_path = os.path.join(out, "training_info.json")
-            with open(info_path, encoding="utf-8") as f:
-                info = json.load(f)
-            info["stages"] = stages
-            with open(info_path, "w", encoding="utf-8") as f:
-                json.dump(info, f, indent=2, default=str)
+            if is_main_process():  # under torchrun: one rank rewrites the file
+                info_path = os.path.join(out, "training_info.json")
+                with open(info_path, encoding="utf-8") as f:
+                    info = json.load(f)
+                info["stages"] = stages
+                with open(info_path, "w", encoding="utf-8") as f:
+                    json.dump(info, f, indent=2, default=str)
 
     test = evaluate_recommender(SeqRecPipeline(model, processor, decode=largs.decode), data.splits["test"],
                                 limit=data_args.limit_users, top_k=largs.beam_size)

@@ -49,3 +49,12 @@ def gather_in_rank_order(shard):
     shards = [None] * size
     torch.distributed.all_gather_object(shards, shard)
     return shards
+
+
+def broadcast_from_main(value):
+    """Rank 0's `value` (picklable) on every rank: a decision every rank must take alike."""
+    if world()[1] == 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]

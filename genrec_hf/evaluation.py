@@ -37,6 +37,20 @@ def mask_history(scores: torch.Tensor, histories: Sequence[Sequence[int]], value
     return scores
 
 
+def _parameters_sharded(recommender) -> bool:
+    """DeepSpeed ZeRO-3 or FSDP: every forward pass is a collective over the ranks."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled():
+        return True
+    model = getattr(recommender, "model", recommender)
+    try:
+        from transformers.integrations.fsdp import is_fsdp_managed_module
+    except ImportError:  # pragma: no cover - older transformers
+        return False
+    return isinstance(model, torch.nn.Module) and is_fsdp_managed_module(model)
+
+
 @dataclass
 class EvaluationResult:
     metrics: dict[str, float]
@@ -95,9 +109,9 @@ def evaluate_recommender(
         limit: evaluate only the first N users (smoke runs; report it).
         shard_users: in a distributed run (an initialised torch.distributed group of N > 1 ranks)
             each rank evaluates a contiguous 1/N of the users and the per-user ranks are gathered,
-            so every rank returns the single-process metrics. Default: shard whenever N > 1; pass
-            False to have every rank evaluate every user (e.g. generation under DeepSpeed ZeRO-3,
-            where every rank must make the same generate calls).
+            so every rank returns the single-process metrics. Default: shard whenever N > 1, except
+            under DeepSpeed ZeRO-3 or FSDP, whose forward passes gather parameters collectively:
+            there every rank must make the same calls, so every rank evaluates every user.
     """
     ks = tuple(ks) if ks else DEFAULT_KS
     users, histories, targets = split["user"], split["history"], split["target"]
@@ -111,7 +125,9 @@ def evaluate_recommender(
         raise TypeError(f"{type(recommender).__name__} has neither score_items nor rank_items")
     top_k = top_k or max(ks)
     rank, world_size = world()
-    shard_users = world_size > 1 if shard_users is None else shard_users and world_size > 1
+    if shard_users is None:
+        shard_users = world_size > 1 and not _parameters_sharded(recommender)
+    shard_users = shard_users and world_size > 1
     start, stop = shard_bounds(len(targets), rank, world_size) if shard_users else (0, len(targets))
     all_ranks, valid, generated = [torch.empty(0, dtype=torch.float64)], 0, 0  # a rank may get no users
     bar = tqdm(range(start, stop, batch_size), desc=f"evaluate {split_name}", disable=not progress or rank > 0, unit="batch")

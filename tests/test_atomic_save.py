@@ -79,3 +79,42 @@ def test_a_kill_during_save_leaves_an_unfinished_folder_that_neither_loads_nor_u
         SASRecForSeqRec.from_pretrained(left)
     with pytest.raises(ValueError, match="unfinished save"):
         check_checkpoint(str(left))
+
+
+def test_under_zero3_every_rank_gathers_and_rank_0_writes_the_gathered_weights(tmp_path, monkeypatch):
+    """DeepSpeed ZeRO-3 partitions each parameter over the ranks: save_checkpoint must gather them
+    (a collective) before rank 0 writes, or it writes the empty local shards. DeepSpeed is not
+    installed here: a stand-in GatheredParameters fills the parameters while it is entered."""
+    import importlib.machinery
+    import sys
+    import types
+    from contextlib import contextmanager
+
+    import transformers.integrations
+    from safetensors.torch import load_file
+
+    model, processor = tiny()
+    entered = []
+
+    @contextmanager
+    def gathered(params, modifier_rank=None):
+        entered.append(len(params))
+        kept = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p in params:
+                p.fill_(7.0)  # "the whole tensor", as gathered from the shards
+        yield
+        with torch.no_grad():
+            for p, k in zip(params, kept):
+                p.copy_(k)
+
+    deepspeed = types.ModuleType("deepspeed")
+    deepspeed.__spec__ = importlib.machinery.ModuleSpec("deepspeed", None)  # not installed: only found by import
+    deepspeed.zero = types.SimpleNamespace(GatheredParameters=gathered)
+    monkeypatch.setitem(sys.modules, "deepspeed", deepspeed)
+    monkeypatch.setattr(transformers.integrations, "is_deepspeed_zero3_enabled", lambda: True)
+    save_checkpoint(model, processor, str(tmp_path / "ckpt"))
+    assert entered == [len(list(model.parameters()))]
+    saved = load_file(tmp_path / "ckpt" / "model.safetensors")
+    assert all(bool((t == 7.0).all()) for t in saved.values())  # the gathered values, not the local ones
+    assert not any(bool((p == 7.0).all()) for p in model.parameters())  # the model is left as it was

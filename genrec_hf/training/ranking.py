@@ -7,7 +7,6 @@ import sys
 import numpy as np
 import torch
 from transformers import TrainerCallback
-from transformers.integrations import is_deepspeed_zero3_enabled
 
 from ..metrics import metrics_from_ranks, target_ranks
 
@@ -124,11 +123,10 @@ class RecommenderEvalCallback(TrainerCallback):
         if metrics is None or model is None:
             return
         was_training = model.training
-        # users sharded over the ranks, except under ZeRO-3, where every rank must make the same
-        # generate calls (synced_gpus) and so evaluates every user
+        # users sharded over the ranks (not under ZeRO-3 / FSDP: see evaluate_recommender)
         result = evaluate_recommender(
             SeqRecPipeline(model, self.processor, **self.recommend_kwargs), self.split, ks=self.ks, batch_size=self.batch_size,
-            top_k=self.top_k, split_name="valid", progress=False, limit=self.limit, shard_users=not is_deepspeed_zero3_enabled(),
+            top_k=self.top_k, split_name="valid", progress=False, limit=self.limit,
         )
         model.train(was_training)
         ranking = {f"eval_{k}": v for k, v in result.metrics.items()}

@@ -20,7 +20,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 
 from ..backbones import BART_SIZES
 from ..cards import write_model_card
-from ..distributed import barrier, is_main_process
+from ..distributed import barrier, broadcast_from_main, is_main_process
 from ..models.saving import INCOMPLETE_MARKER, public_name
 from ..processing import RECSYS_GLM_DEFAULTS, ST2SI_DEFAULTS, SeqRecProcessor
 from .genrec import RowDraws
@@ -82,7 +82,8 @@ class TimeBudgetCallback(TrainerCallback):
         self.start = time.monotonic()
 
     def on_evaluate(self, args, state, control, **kwargs):
-        if self.start is not None and time.monotonic() - self.start >= self.seconds:
+        # rank 0's clock decides for every rank: ranks that stopped apart would wait on each other forever
+        if broadcast_from_main(self.start is not None and time.monotonic() - self.start >= self.seconds):
             logger.info("time budget of %.1f min reached at epoch %.2f: stopping", self.seconds / 60, state.epoch or 0)
             control.should_training_stop = True
 
@@ -896,16 +897,30 @@ def save_checkpoint(model, processor: SeqRecProcessor, output_dir: str, info: di
     that `upload` accepts. Under torchrun / accelerate launch every rank holds the same model: rank 0
     writes it and the others wait until it is in place.
     """
+    state_dict = _gathered_state_dict(model)  # every rank joins (ZeRO-3); None: the model's own tensors
     if not is_main_process():
         barrier()
         return
     try:
-        _save_checkpoint(model, processor, output_dir, info)
+        _save_checkpoint(model, processor, output_dir, info, state_dict)
     finally:
         barrier()  # also when the save failed: the other ranks must not wait forever
 
 
-def _save_checkpoint(model, processor: SeqRecProcessor, output_dir: str, info: dict | None) -> None:
+def _gathered_state_dict(model) -> dict | None:
+    """Under DeepSpeed ZeRO-3 each rank holds a shard of every parameter: gather them (a collective
+    every rank must enter) so that rank 0 writes whole tensors. None without ZeRO-3."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        return None
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()} if is_main_process() else None
+
+
+def _save_checkpoint(model, processor: SeqRecProcessor, output_dir: str, info: dict | None, state_dict: dict | None) -> None:
     output_dir = os.path.abspath(output_dir)
     parent, name = os.path.split(output_dir)
     os.makedirs(parent, exist_ok=True)
@@ -915,7 +930,7 @@ def _save_checkpoint(model, processor: SeqRecProcessor, output_dir: str, info: d
     os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it owner-only; the checkpoint gets the usual mode
     try:
         open(os.path.join(staging, INCOMPLETE_MARKER), "w").close()
-        model.save_pretrained(staging)
+        model.save_pretrained(staging, **({"state_dict": state_dict} if state_dict is not None else {}))
         processor.save_pretrained(staging)
         if info is not None:
             _write_info(staging, info)

@@ -233,10 +233,11 @@ class GenRecForConditionalGeneration(GenRecPreTrainedModel, GenerationMixin):
         elif isinstance(encoder_outputs, tuple):
             encoder_outputs = BaseModelOutput(*encoder_outputs)
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
-        if labels is not None and decoder_input_ids is None and kwargs.get("decoder_inputs_embeds") is None:
-            text = self.bart.config
-            decoder_input_ids = shift_tokens_right(labels, text.pad_token_id, text.decoder_start_token_id)
-            kwargs.setdefault("use_cache", False)
+        if labels is not None:
+            kwargs.setdefault("use_cache", False)  # as BART does when it is given labels: no cache in training
+            if decoder_input_ids is None and kwargs.get("decoder_inputs_embeds") is None:
+                text = self.bart.config
+                decoder_input_ids = shift_tokens_right(labels, text.pad_token_id, text.decoder_start_token_id)
         # the loss is ours, not BART's mean: the Trainer's num_items_in_batch makes gradient accumulation
         # and data-parallel ranks give the one-batch mean (losses.py)
         out = self.bart(
