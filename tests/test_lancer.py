@@ -898,7 +898,10 @@ def test_a_dtype_cast_keeps_the_fingerprint_float64_and_recomputes_item_vectors_
     model.eval()
     model.recommend(**processor([[1, 2]]), top_k=2)
     assert not model.item_vectors_stale()
+    model.trie, model.item_mapper  # cached on the model's device and dtype
     model.to(torch.bfloat16)
+    # a second _apply override once shadowed the one that drops them: a later .cuda() kept a CPU trie
+    assert model._trie is None and model._mapper is None
     assert model.item_vectors_fingerprint.dtype == torch.float64
     assert model.item_vectors.dtype == torch.bfloat16
     assert model.item_vectors_stale()  # the rounded weights are other weights: h_i are recomputed in bf16

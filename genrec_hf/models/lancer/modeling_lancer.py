@@ -379,10 +379,6 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
             self._mapper = (key, mapper)
         return self._mapper[1]
 
-    def _apply(self, fn, *args, **kwargs):
-        self._trie, self._mapper = None, None  # device/dtype moves rebuild them lazily
-        return super()._apply(fn, *args, **kwargs)
-
     def load_state_dict(self, *args, **kwargs):
         self._trie, self._mapper = None, None
         return super().load_state_dict(*args, **kwargs)
@@ -400,6 +396,7 @@ class LancerForSeqRec(LancerPreTrainedModel, GenerationMixin):
         # and let it follow the device only. The weights' new dtype then reads as stale, so h_i are
         # recomputed once in it.
         fingerprint = self.item_vectors_fingerprint.detach().clone()
+        self._trie, self._mapper = None, None  # device/dtype moves rebuild them lazily
         super()._apply(fn, recurse)
         self.item_vectors_fingerprint = fingerprint.to(self.item_vectors.device)
         return self
