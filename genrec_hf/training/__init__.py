@@ -10,8 +10,8 @@ from .recsys_glm import (
     recsys_glm_task_dataset,
 )
 from .ranking import SELECT_ON_VALIDATION, RankingMetrics, RecommenderEvalCallback, keep_labelled_logits, parse_selecting_on_validation
+from .draws import EpochDraws, EpochDrawsCallback
 from .st2si import (
-    EpochDrawsCallback,
     QueryStateCollator,
     RandomWindowRows,
     RandomWindowStates,
@@ -43,6 +43,7 @@ __all__ = [
     "SELECT_ON_VALIDATION",
     "genrec_datasets",
     "QueryStateCollator",
+    "EpochDraws",
     "EpochDrawsCallback",
     "RandomWindowRows",
     "RandomWindowStates",

@@ -7,48 +7,15 @@ the collator tokenizes them, so pretraining draws a new masked position every ep
 
 from __future__ import annotations
 
-import hashlib
-import json
-import random
-from collections import Counter
-
 from datasets import Dataset
 
 from ..processing import SeqRecProcessor
+from .draws import EpochDraws, row_key
 
 STAGES = ("pretrain", "finetune")
 
 
-class RowDraws:
-    """Random draws of a collator keyed by (seed, epoch, row content), not by a stream.
-
-    A stream's draws depend on which rows came before, so a run resumed from a checkpoint, or one
-    of several data-parallel ranks, would draw differently from one uninterrupted process. Keyed
-    draws do not: `row_rng(row)` is seeded by the seed, the epoch and a digest of the row. The
-    epoch comes from `set_epoch` (`EpochDrawsCallback` calls it as each of the Trainer's epochs
-    begins); until then the k-th sight of a row stands for epoch k (each epoch shows every row once).
-    """
-
-    def __init__(self, seed: int = 0):
-        self.seed = seed
-        self.epoch: int | None = None
-        self.sightings: Counter = Counter()
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def row_rng(self, row: dict) -> random.Random:
-        text = json.dumps({k: v.tolist() if hasattr(v, "tolist") else v for k, v in row.items()}, sort_keys=True, default=str)
-        key = hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
-        if self.epoch is None:
-            epoch = self.sightings[key]
-            self.sightings[key] += 1
-        else:
-            epoch = self.epoch
-        return random.Random(f"{self.seed}:{epoch}:{key}")
-
-
-class GenRecCollator(RowDraws):
+class GenRecCollator(EpochDraws):
     """Pads GenRec rows for one stage.
 
     pretrain: one random item of the training sequence becomes [MASK] and the target. The
@@ -91,7 +58,7 @@ class GenRecCollator(RowDraws):
         items = list(row["items"])
         if len(items) < 2 and self.stage == "finetune":
             raise ValueError(f"user {user!r}: finetuning needs at least two training items")
-        rng = self.row_rng(row)
+        rng = self.rng(row_key(row))  # masks, cut points, unknown users: exact under --resume / torchrun
         if self.unknown_user_prob and rng.random() < self.unknown_user_prob:
             user = None
         if self.stage == "pretrain":

@@ -23,9 +23,9 @@ from ..cards import write_model_card
 from ..distributed import barrier, broadcast_from_main, is_main_process
 from ..models.saving import INCOMPLETE_MARKER, public_name
 from ..processing import RECSYS_GLM_DEFAULTS, ST2SI_DEFAULTS, SeqRecProcessor
-from .genrec import RowDraws
+from .draws import EpochDraws, EpochDrawsCallback
 from .ranking import SELECT_ON_VALIDATION, RankingMetrics, keep_labelled_logits
-from .st2si import (EpochDrawsCallback, LowerStateCollator, QueryStateCollator, RandomWindowRows, SeqRecCollator, check_windows,
+from .st2si import (LowerStateCollator, QueryStateCollator, SeqRecCollator, check_windows,
                     ilp_feature_datasets, lower_state_datasets, st2si_datasets)
 
 logger = logging.getLogger(__name__)
@@ -103,9 +103,9 @@ def early_stopping(patience: int, args: TrainingArguments | None = None) -> list
 
 
 def epoch_draws(drawer) -> list:
-    """Random windows (a RandomWindowRows dataset) and collator draws (RowDraws) follow the
-    Trainer's epoch: exact under --resume and torchrun."""
-    return [EpochDrawsCallback(drawer)] if isinstance(drawer, (RandomWindowRows, RowDraws)) else []
+    """Keyed draws (random windows, GenRec's collator) follow the Trainer's epoch: exact under
+    --resume and torchrun."""
+    return [EpochDrawsCallback(drawer)] if isinstance(drawer, EpochDraws) else []
 
 
 def _check_output_dir(output_dir: str, overwrite: bool) -> None:

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
-from transformers import TrainerCallback
 
 from ..processing import SeqRecProcessor
+from .draws import EpochDraws
 
 
 class SeqRecCollator:
@@ -136,30 +136,23 @@ def evaluation_rows(processor: SeqRecProcessor, split) -> list[dict]:
     return rows
 
 
-class RandomWindowRows(torch.utils.data.Dataset):
+class RandomWindowRows(EpochDraws, torch.utils.data.Dataset):
     """Training rows with a fresh random span per user every time the row is read (windows="random").
 
     One row per user with at least two training items, then `fixed_rows` (e.g. ID-alignment
     instructions) unchanged. User row i draws its span (`draw_training_span`) in epoch e from a
     generator seeded by (seed, i, e): each epoch gets new spans, the same for the same seed
     whatever order the sampler reads them in, through the unchanged Trainer and `SeqRecCollator`.
-    The epoch comes from `set_epoch` (`EpochDrawsCallback` calls it as each of the Trainer's epochs
-    begins), so a run resumed from a checkpoint, and every data-parallel rank, draw the spans one
-    uninterrupted process would. Until `set_epoch` is called, the k-th read of a row stands for
-    epoch k (each epoch reads every row once). Reads happen in the main process
-    (`dataloader_num_workers=0`; workers are refused).
+    The draws are `EpochDraws` keyed by the row index, so a run resumed from a checkpoint, and
+    every data-parallel rank, draw the spans one uninterrupted process would. Draws happen in the
+    main process (`dataloader_num_workers=0`; workers are refused).
     """
 
     def __init__(self, processor: SeqRecProcessor, sequences: Sequence[Sequence[int]], fixed_rows: Sequence[dict] = (), seed: int = 0):
+        super().__init__(seed)
         self.processor = processor
         self.sequences = [list(seq) for seq in sequences if len(seq) >= 2]
         self.fixed_rows = list(fixed_rows)
-        self.seed = seed
-        self.reads = [0] * len(self.sequences)  # the k-th read of a row gets draw k: independent of row order
-        self.epoch: int | None = None  # once set, the draws follow the epoch instead of the reads
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.sequences) + len(self.fixed_rows)
@@ -169,10 +162,8 @@ class RandomWindowRows(torch.utils.data.Dataset):
         if torch.utils.data.get_worker_info() is not None:
             # each worker process would count reads on its own copy and replay the same draws
             raise RuntimeError("random training windows are drawn in the main process: set dataloader_num_workers=0")
-        seq, read = self.sequences[index], self.reads[index]
-        self.reads[index] += 1
-        rng = random.Random(f"{self.seed}:{index}:{read if self.epoch is None else self.epoch}")
-        first, target = draw_training_span(seq, self.processor.settings["max_items"], rng)
+        seq = self.sequences[index]
+        first, target = draw_training_span(seq, self.processor.settings["max_items"], self.rng(index))
         return seq[first:target], seq[target], first
 
     def __getitem__(self, index: int) -> dict:
@@ -181,21 +172,6 @@ class RandomWindowRows(torch.utils.data.Dataset):
         items, target, _ = self.draw(index)
         row = self.processor.encode(items, target)
         return {"input_ids": row["input_ids"], "labels": row["labels"]}
-
-
-class EpochDrawsCallback(TrainerCallback):
-    """Gives a dataset that draws per epoch (`RandomWindowRows`) the epoch the Trainer is starting.
-
-    The Trainer's own `set_epoch` reaches the dataset in a single process only (accelerate forwards
-    it to the sampler instead under torchrun), and read counts restart in a resumed process; the
-    epoch from the Trainer's state is right in both.
-    """
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        self.dataset.set_epoch(int((state.epoch or 0) + 1e-6))  # epoch e starts at state.epoch == e
 
 
 class RandomWindowStates(RandomWindowRows):
