@@ -16,6 +16,7 @@ import numpy as np
 from .catalog import ItemCatalog
 from .sources import (
     Column,
+    merge_equal_labels,
     RawInteractions,
     read_amazon,
     read_interaction_table,
@@ -148,9 +149,7 @@ def _codes(column) -> tuple[np.ndarray, list[str]]:
     else:
         codes, uniques = pd.factorize(np.asarray(column, dtype=object))
         labels = [str(u) for u in uniques]
-    if len(set(labels)) < len(labels):  # distinct values written the same way are one id
-        merged, uniques = pd.factorize(np.asarray(labels, dtype=object))
-        codes, labels = merged[codes], list(uniques)
+    codes, labels = merge_equal_labels(codes, labels)
     return np.asarray(codes), labels
 
 

@@ -500,6 +500,17 @@ def _empty_rows(column) -> np.ndarray:
     return empty
 
 
+def merge_equal_labels(codes: np.ndarray, labels: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Distinct values written the same way (-0.0 and 0.0; 1 and "1") are one id: (codes, labels)
+    with such labels merged, codes in order of first appearance."""
+    if len(set(labels)) == len(labels):
+        return codes, labels
+    import pandas as pd
+
+    merged, uniques = pd.factorize(np.asarray(labels, dtype=object))
+    return merged[codes], list(uniques)
+
+
 def _id_column(column, path: Path, name: str) -> Column:
     """`_id_strings` of a whole column at once, as codes into the distinct ids. Strings, integers
     and integral floats are converted vectorised (the distinct values only); any other column
@@ -524,9 +535,7 @@ def _id_column(column, path: Path, name: str) -> Column:
     else:
         codes, uniques = pd.factorize(np.asarray(_id_strings(column.tolist(), path, name), dtype=object))
         labels = list(uniques)
-    if len(set(labels)) < len(labels):  # two values written the same way (-0.0 and 0.0): one id
-        merged, labels = pd.factorize(np.asarray(labels, dtype=object))
-        codes, labels = merged[codes], list(labels)
+    codes, labels = merge_equal_labels(codes, labels)
     dtype = np.int32 if len(labels) < 2**31 else np.int64
     return Column(np.asarray(codes, dtype=dtype), labels)
 
