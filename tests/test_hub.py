@@ -84,7 +84,7 @@ def test_upload_pushes_the_checkpoint_and_its_card(checkpoint, fake_hub):
     assert created["name"] == "st2si-toy" and created["organization"] == "org"
     assert created.get("visibility") == "private" or created.get("private") is True  # field name differs by hub version
     pushed = fake_hub["files"]
-    for name in ("config.json", "model.safetensors", "modeling_st2si.py", "configuration_st2si.py", "saving.py", "scoring.py",
+    for name in ("config.json", "model.safetensors", "modeling_st2si.py", "configuration_st2si.py", "saving.py", "scoring.py", "losses.py",
                  "item_catalog.json", "processor_config.json", "tokenizer.json", "README.md",
                  "processing_st2si.py", "processing_base.py", "catalog.py"):  # the processor's remote code
         assert name in pushed, name
@@ -270,7 +270,7 @@ def test_a_recsys_glm_checkpoint_passes_the_checks_and_dry_run(recsys_glm_checkp
     assert check_checkpoint(str(recsys_glm_checkpoint))["model_type"] == "recsys_glm"
     assert cli(["upload", str(recsys_glm_checkpoint), "--repo-id", "org/recsys-glm-toy", "--dry-run"]) == 0
     listed = {line.strip() for line in capsys.readouterr().out.splitlines()}
-    remote_code = {"configuration_recsys_glm.py", "modeling_recsys_glm.py", "trie.py", "saving.py",  # the model's
+    remote_code = {"configuration_recsys_glm.py", "modeling_recsys_glm.py", "trie.py", "saving.py", "losses.py",  # the model's
                    "processing_recsys_glm.py", "processing_base.py", "catalog.py"}  # the processor's
     assert remote_code | {"model.safetensors", "config.json", "processor_config.json", "item_catalog.json", "README.md"} <= listed
     card = (recsys_glm_checkpoint / "README.md").read_text()
